@@ -1,0 +1,1 @@
+"""Dataset files: safe loading, validation, synthetic data, importers, OOD re-partition."""

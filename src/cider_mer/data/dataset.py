@@ -1,0 +1,365 @@
+"""The dataset file of the field (SPEC §1.1): loading, validation, in-memory form and saving.
+
+A file is a pickle dict ``{"train": S, "valid": S, "test": S}``; each ``S`` maps keys to arrays
+over N samples:
+
+=========================  ============================  =========================================
+key                        shape / type                  meaning
+=========================  ============================  =========================================
+``text_bert``              (N, 3, L_t) float or int      token ids, attention mask, segment ids
+``audio``                  (N, T_a, d_a) float           acoustic frames
+``vision``                 (N, T_v, d_v) float           facial frames
+``audio_lengths``          (N,) int                      valid audio frames (unaligned files)
+``vision_lengths``         (N,) int                      valid vision frames (unaligned files)
+``regression_labels``      (N,) float in [-3, 3]         sentiment score
+``classification_labels``  (N,) int in {0, 1, 2}         optional; derived from the sign if absent
+``raw_text``, ``id``       (N,) str                      optional transcript and sample id
+=========================  ============================  =========================================
+
+Aligned files have no length keys and T_a = T_v = L_t; their lengths are the text lengths.
+Every shape is read from the file. Loading goes through :mod:`cider_mer.data.safe_pickle`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cider_mer.data.labels import TASKS, class_priors, sign_classes, task_labels
+from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
+from cider_mer.io_utils import atomic_path
+
+SPLITS = ("train", "valid", "test")
+REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unsafe or does not follow the format; the message says where."""
+
+
+def _fail(source: str, split: str | None, key: str | None, expectation: str) -> DatasetError:
+    where = source
+    if split is not None:
+        where += f" [split '{split}'"
+        where += f", key '{key}']" if key is not None else "]"
+    return DatasetError(f"{where}: {expectation}")
+
+
+@dataclass
+class Split:
+    """One split held as numpy arrays (features float32, ids/labels int64); no per-sample objects."""
+
+    name: str
+    text_bert: np.ndarray  # (N, 3, L_t) int64: ids, attention mask, segment ids
+    audio: np.ndarray  # (N, T_a, d_a) float32
+    vision: np.ndarray  # (N, T_v, d_v) float32
+    audio_lengths: np.ndarray  # (N,) int64
+    vision_lengths: np.ndarray  # (N,) int64
+    regression_labels: np.ndarray  # (N,) float32
+    classification_labels: np.ndarray  # (N,) int64 in {0, 1, 2}
+    raw_text: np.ndarray | None = None  # (N,) object (str)
+    ids: np.ndarray | None = None  # (N,) object (str)
+
+    @property
+    def n(self) -> int:
+        return int(self.text_bert.shape[0])
+
+    @property
+    def text_ids(self) -> np.ndarray:
+        return self.text_bert[:, 0]
+
+    @property
+    def text_mask(self) -> np.ndarray:
+        return self.text_bert[:, 1]
+
+    @property
+    def text_segment(self) -> np.ndarray:
+        return self.text_bert[:, 2]
+
+    @property
+    def text_lengths(self) -> np.ndarray:
+        return self.text_bert[:, 1].sum(axis=1)
+
+    def labels(self, task: str) -> np.ndarray:
+        """(N,) int64 class labels for ``task`` (3 classes for binary, 7 for seven)."""
+        return task_labels(task, self.regression_labels, self.classification_labels)
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> "Split":
+        """A new split holding the samples at ``index`` (copies the selected rows)."""
+        idx = np.asarray(index, dtype=np.int64)
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Split(
+            name=name or self.name,
+            text_bert=self.text_bert[idx],
+            audio=self.audio[idx],
+            vision=self.vision[idx],
+            audio_lengths=self.audio_lengths[idx],
+            vision_lengths=self.vision_lengths[idx],
+            regression_labels=self.regression_labels[idx],
+            classification_labels=self.classification_labels[idx],
+            raw_text=pick(self.raw_text),
+            ids=pick(self.ids),
+        )
+
+    def to_dict(self, aligned: bool) -> dict[str, np.ndarray]:
+        out: dict[str, Any] = {
+            "text_bert": self.text_bert.astype(np.float32),
+            "audio": self.audio,
+            "vision": self.vision,
+            "regression_labels": self.regression_labels,
+            "classification_labels": self.classification_labels,
+        }
+        if not aligned:
+            out["audio_lengths"] = self.audio_lengths
+            out["vision_lengths"] = self.vision_lengths
+        if self.raw_text is not None:
+            out["raw_text"] = self.raw_text
+        if self.ids is not None:
+            out["id"] = self.ids
+        return out
+
+
+@dataclass
+class MerDataset:
+    """A validated dataset: three splits sharing feature dims and sequence lengths."""
+
+    splits: dict[str, Split]
+    aligned: bool
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Split:
+        return self.splits[name]
+
+    @property
+    def text_len(self) -> int:
+        return int(self.splits["train"].text_bert.shape[2])
+
+    @property
+    def audio_len(self) -> int:
+        return int(self.splits["train"].audio.shape[1])
+
+    @property
+    def vision_len(self) -> int:
+        return int(self.splits["train"].vision.shape[1])
+
+    @property
+    def audio_dim(self) -> int:
+        return int(self.splits["train"].audio.shape[2])
+
+    @property
+    def vision_dim(self) -> int:
+        return int(self.splits["train"].vision.shape[2])
+
+    @property
+    def has_raw_text(self) -> bool:
+        return all(s.raw_text is not None for s in self.splits.values())
+
+    def shapes(self) -> dict[str, int | bool]:
+        return {
+            "aligned": self.aligned,
+            "text_len": self.text_len,
+            "audio_len": self.audio_len,
+            "vision_len": self.vision_len,
+            "audio_dim": self.audio_dim,
+            "vision_dim": self.vision_dim,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Splits, sizes, shapes, length statistics and label priors per task (for ``data check``)."""
+        out: dict[str, Any] = {"file": self.path, **self.shapes(), "splits": {}}
+        for name, s in self.splits.items():
+            info: dict[str, Any] = {"n": s.n}
+            for key, lengths in (("text", s.text_lengths), ("audio", s.audio_lengths), ("vision", s.vision_lengths)):
+                info[f"{key}_length"] = {
+                    "min": int(lengths.min()) if s.n else 0,
+                    "mean": float(lengths.mean()) if s.n else 0.0,
+                    "max": int(lengths.max()) if s.n else 0,
+                }
+            info["priors"] = {task: class_priors(s.labels(task), c).round(4).tolist() for task, c in TASKS.items()}
+            info["has_raw_text"] = s.raw_text is not None
+            out["splits"][name] = info
+        return out
+
+    def to_dict(self) -> dict[str, dict[str, np.ndarray]]:
+        return {name: s.to_dict(self.aligned) for name, s in self.splits.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def _as_1d(source: str, split: str, key: str, value: Any, n: int | None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise _fail(source, split, key, f"expected shape (N,), got {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise _fail(source, split, key, f"expected {n} entries (N of 'text_bert'), got {arr.shape[0]}")
+    return arr
+
+
+def _numeric(source: str, split: str, key: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise _fail(source, split, key, f"expected a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _integral(source: str, split: str, key: str, arr: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise _fail(source, split, key, "expected integers, found NaN or inf")
+        if not np.array_equal(arr, np.round(arr)):
+            raise _fail(source, split, key, "expected integer values, found fractions")
+    out = arr.astype(np.int64)
+    if out.size and (out.min() < lo or (hi is not None and out.max() > hi)):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise _fail(source, split, key, f"expected values in {rng}, found [{out.min()}, {out.max()}]")
+    return out
+
+
+def _features(source: str, split: str, key: str, value: Any, n: int) -> np.ndarray:
+    arr = _numeric(source, split, key, value)
+    if arr.ndim != 3:
+        raise _fail(source, split, key, f"expected shape (N, T, d), got {arr.shape}")
+    if arr.shape[0] != n:
+        raise _fail(source, split, key, f"expected N={n} samples (N of 'text_bert'), got {arr.shape[0]}")
+    arr = np.asarray(arr, dtype=np.float32)
+    if key == "audio":
+        neg_inf = np.isneginf(arr)
+        if neg_inf.any():  # the field's convention: -inf audio (log of silence) becomes 0
+            arr = arr.copy() if not arr.flags.writeable else arr
+            arr[neg_inf] = 0.0
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        sample = int(np.argwhere(bad)[0][0])
+        raise _fail(source, split, key, f"expected finite values, found {int(bad.sum())} NaN/inf (first in sample {sample})")
+    return arr
+
+
+def _strings(source: str, split: str, key: str, value: Any, n: int) -> np.ndarray:
+    arr = _as_1d(source, split, key, value, n)
+    try:
+        return np.array([x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in arr.tolist()], dtype=object)
+    except UnicodeDecodeError as exc:
+        raise _fail(source, split, key, f"expected UTF-8 strings ({exc})") from exc
+
+
+def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
+    if not isinstance(raw, dict):
+        raise _fail(source, name, None, f"expected a dict of arrays, got {type(raw).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise _fail(source, name, key, f"missing required key (required: {', '.join(REQUIRED_KEYS)})")
+
+    tb = _numeric(source, name, "text_bert", raw["text_bert"])
+    if tb.ndim != 3 or tb.shape[1] != 3:
+        raise _fail(source, name, "text_bert", f"expected shape (N, 3, L_t), got {tb.shape}")
+    n, _, length = tb.shape
+    if length < 2:
+        raise _fail(source, name, "text_bert", f"expected L_t >= 2 ([CLS] and [SEP]), got {length}")
+    tb = _integral(source, name, "text_bert", tb, 0, None)
+    mask = tb[:, 1]
+    if mask.size and (mask.min() < 0 or mask.max() > 1):
+        raise _fail(source, name, "text_bert", "expected row 1 (attention mask) to hold only 0 and 1")
+    text_len = mask.sum(axis=1)
+    prefix = np.arange(length)[None, :] < text_len[:, None]
+    if not np.array_equal(mask.astype(bool), prefix):
+        bad = int(np.argwhere((mask.astype(bool) != prefix).any(axis=1))[0][0])
+        raise _fail(source, name, "text_bert", f"expected the attention mask to be ones then zeros (sample {bad} is not)")
+    if n and text_len.min() < 2:
+        bad = int(np.argmin(text_len))
+        raise _fail(source, name, "text_bert", f"expected at least [CLS] and [SEP] in every text (sample {bad} has length {text_len[bad]})")
+
+    audio = _features(source, name, "audio", raw["audio"], n)
+    vision = _features(source, name, "vision", raw["vision"], n)
+
+    has_a, has_v = "audio_lengths" in raw, "vision_lengths" in raw
+    if has_a != has_v:
+        missing = "vision_lengths" if has_a else "audio_lengths"
+        raise _fail(source, name, missing, "missing: unaligned files need both audio_lengths and vision_lengths")
+    aligned = not has_a
+    if aligned:
+        if audio.shape[1] != length or vision.shape[1] != length:
+            raise _fail(
+                source, name, "audio_lengths",
+                f"missing: without length keys the file is aligned and needs T_a = T_v = L_t = {length}, "
+                f"got T_a={audio.shape[1]}, T_v={vision.shape[1]}",
+            )
+        a_len = v_len = text_len.astype(np.int64)
+    else:
+        a_len = _integral(source, name, "audio_lengths", _numeric(source, name, "audio_lengths",
+                          _as_1d(source, name, "audio_lengths", raw["audio_lengths"], n)), 0, audio.shape[1])
+        v_len = _integral(source, name, "vision_lengths", _numeric(source, name, "vision_lengths",
+                          _as_1d(source, name, "vision_lengths", raw["vision_lengths"], n)), 0, vision.shape[1])
+
+    reg = _numeric(source, name, "regression_labels", _as_1d(source, name, "regression_labels", raw["regression_labels"], n))
+    reg = reg.astype(np.float32)
+    if not np.isfinite(reg).all():
+        bad = int(np.argwhere(~np.isfinite(reg))[0][0])
+        raise _fail(source, name, "regression_labels", f"expected finite scores, found NaN/inf (first in sample {bad})")
+    if reg.size and (reg.min() < -3.0 or reg.max() > 3.0):
+        raise _fail(source, name, "regression_labels", f"expected scores in [-3, 3], found [{reg.min():.3f}, {reg.max():.3f}]")
+
+    if "classification_labels" in raw and raw["classification_labels"] is not None:
+        cls = _numeric(source, name, "classification_labels",
+                       _as_1d(source, name, "classification_labels", raw["classification_labels"], n))
+        cls = _integral(source, name, "classification_labels", cls, 0, 2)
+    else:
+        cls = sign_classes(reg)
+
+    raw_text = _strings(source, name, "raw_text", raw["raw_text"], n) if "raw_text" in raw else None
+    ids = _strings(source, name, "id", raw["id"], n) if "id" in raw else None
+    split = Split(name, tb, audio, vision, a_len, v_len, reg, cls, raw_text, ids)
+    return split, aligned
+
+
+def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
+    """Validate a loaded dict and return a :class:`MerDataset`; raises :class:`DatasetError`."""
+    if not isinstance(obj, dict):
+        raise _fail(source, None, None, f"expected a dict with splits {list(SPLITS)}, got {type(obj).__name__}")
+    splits: dict[str, Split] = {}
+    aligned_flags = {}
+    for name in SPLITS:
+        if name not in obj:
+            raise _fail(source, name, None, f"missing split (the file needs {', '.join(SPLITS)}; found {sorted(map(str, obj))})")
+        splits[name], aligned_flags[name] = _validate_split(source, name, obj[name])
+    if len(set(aligned_flags.values())) != 1:
+        raise _fail(source, None, None, f"splits disagree on aligned/unaligned (length keys present: {aligned_flags})")
+    ref = splits["train"]
+    for name in ("valid", "test"):
+        s = splits[name]
+        for key in ("text_bert", "audio", "vision"):
+            a, b = getattr(ref, key).shape[1:], getattr(s, key).shape[1:]
+            if a != b:
+                raise _fail(source, name, key, f"expected per-sample shape {a} (as in 'train'), got {b}")
+    extra = {k: v for k, v in obj.items() if k not in SPLITS}
+    return MerDataset(splits=splits, aligned=next(iter(aligned_flags.values())), path=source, extra=extra)
+
+
+def load_dataset(path: str | Path) -> MerDataset:
+    """Load and validate a dataset file (pickle or joblib) safely; raises :class:`DatasetError`."""
+    p = str(path)
+    if not Path(p).is_file():
+        raise DatasetError(f"{p}: no such file")
+    try:
+        obj = safe_load(p)
+    except UnsafePickleError as exc:
+        raise DatasetError(str(exc)) from exc
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    return dataset_from_dict(obj, source=p)
+
+
+def save_dataset(data: MerDataset | dict, path: str | Path) -> None:
+    """Write a dataset file atomically (pickle protocol 4, arrays only: loadable by the field's code)."""
+    obj = data.to_dict() if isinstance(data, MerDataset) else data
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(obj, f, protocol=4)

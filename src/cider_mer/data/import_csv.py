@@ -1,0 +1,144 @@
+"""Turn a transcript CSV (plus optional audio/vision feature files) into a dataset file.
+
+Accepted CSV layouts (header row required):
+
+- ``id,text,label,mode`` (for example the CMU-MOSI ``label.csv``);
+- ``video_id,clip_id,text,label,mode`` (MMSA's layout; the id becomes ``video_id$_$clip_id``).
+
+``label`` is the sentiment score in [-3, 3]; ``mode`` is ``train``, ``valid`` (or ``dev``) or
+``test``. Text is tokenised with the configured encoder's tokenizer to ``text_bert`` of length
+``max_len`` (default 50, the field's choice).
+
+Feature files (optional, one per modality): ``.npz`` archives read with ``allow_pickle=False``
+holding ``ids`` (M,) str, ``features`` (M, T, d) float and ``lengths`` (M,) int. Samples are
+matched by id; a sample without features gets zero frames and length 0. Without a feature file
+the modality is written as shape (N, 1, 1) zeros with every length 0: the rest of the tool
+treats it as missing for every sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from cider_mer.data.dataset import DatasetError, MerDataset, dataset_from_dict, save_dataset
+from cider_mer.data.labels import sign_classes
+
+LAYOUTS = (("id", "text", "label", "mode"), ("video_id", "clip_id", "text", "label", "mode"))
+MODE_TO_SPLIT = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}
+
+
+def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
+    """Read and check a transcript CSV; returns columns id, text, label, split."""
+    path = str(csv_path)
+    try:
+        df = pd.read_csv(path, dtype={"id": str, "video_id": str, "clip_id": str, "text": str, "mode": str},
+                         keep_default_na=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DatasetError(f"{path}: cannot parse as CSV ({exc})") from exc
+    cols = set(df.columns)
+    if set(LAYOUTS[1]) <= cols:
+        df = df.assign(id=df["video_id"].astype(str) + "$_$" + df["clip_id"].astype(str))
+    elif not set(LAYOUTS[0]) <= cols:
+        raise DatasetError(
+            f"{path}: expected columns {','.join(LAYOUTS[0])} or {','.join(LAYOUTS[1])}, found {','.join(df.columns)}"
+        )
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = labels.isna() | (labels < -3) | (labels > 3)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score in [-3, 3], got {df['label'].iloc[row]!r}")
+    modes = df["mode"].astype(str).str.strip().str.lower()
+    unknown = ~modes.isin(list(MODE_TO_SPLIT))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DatasetError(f"{path} [row {row + 2}, column 'mode']: expected train, valid/dev or test, got {df['mode'].iloc[row]!r}")
+    if df["id"].duplicated().any():
+        dup = df["id"][df["id"].duplicated()].iloc[0]
+        raise DatasetError(f"{path} [column 'id']: expected unique ids, '{dup}' appears twice")
+    out = pd.DataFrame({"id": df["id"].astype(str), "text": df["text"].astype(str), "label": labels.astype(np.float32),
+                        "split": modes.map(MODE_TO_SPLIT)})
+    for split in ("train", "valid", "test"):
+        if not (out["split"] == split).any():
+            raise DatasetError(f"{path} [column 'mode']: no rows for split '{split}'")
+    return out
+
+
+def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.ndarray, int]]:
+    """Read an ``.npz`` feature file into {id: (features (T, d), length)}."""
+    p = str(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [k for k in ("ids", "features", "lengths") if k not in z.files]
+            if missing:
+                raise DatasetError(f"{p} [{modality} features]: missing array(s) {missing}; expected ids, features, lengths")
+            ids, feats, lengths = z["ids"], z["features"], z["lengths"]
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{p} [{modality} features]: cannot read as .npz without pickles ({exc})") from exc
+    if feats.ndim != 3 or len(ids) != len(feats) or len(lengths) != len(feats):
+        raise DatasetError(f"{p} [{modality} features]: expected ids (M,), features (M, T, d), lengths (M,); got "
+                           f"{ids.shape}, {feats.shape}, {lengths.shape}")
+    if not np.isfinite(feats).all():
+        raise DatasetError(f"{p} [{modality} features, key 'features']: expected finite values")
+    if lengths.min(initial=0) < 0 or lengths.max(initial=0) > feats.shape[1]:
+        raise DatasetError(f"{p} [{modality} features, key 'lengths']: expected values in [0, {feats.shape[1]}]")
+    return {str(i): (feats[k].astype(np.float32), int(lengths[k])) for k, i in enumerate(ids)}
+
+
+def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray, np.ndarray]:
+    if table is None:
+        return np.zeros((len(ids), 1, 1), dtype=np.float32), np.zeros(len(ids), dtype=np.int64)
+    t, d = next(iter(table.values()))[0].shape
+    feats = np.zeros((len(ids), t, d), dtype=np.float32)
+    lengths = np.zeros(len(ids), dtype=np.int64)
+    for k, i in enumerate(ids):
+        if i in table:
+            f, n = table[i]
+            feats[k, :n] = f[:n]
+            lengths[k] = n
+    return feats, lengths
+
+
+def import_csv(
+    csv_path: str | Path,
+    out_path: Optional[str | Path] = None,
+    text_encoder: Optional[str] = None,
+    max_len: int = 50,
+    audio_features: Optional[str | Path] = None,
+    vision_features: Optional[str | Path] = None,
+    tokenizer=None,
+) -> MerDataset:
+    """Build (and, with ``out_path``, atomically write) a dataset file from a transcript CSV."""
+    if tokenizer is None:
+        from cider_mer.text.encoder import load_tokenizer
+
+        tokenizer = load_tokenizer(text_encoder)
+    df = read_transcripts(csv_path)
+    audio_table = read_feature_file(audio_features, "audio") if audio_features else None
+    vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+    data = {}
+    for split in ("train", "valid", "test"):
+        part = df[df["split"] == split]
+        enc = tokenizer(list(part["text"]), padding="max_length", truncation=True, max_length=max_len,
+                        return_token_type_ids=True, return_attention_mask=True)
+        text_bert = np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
+                              np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32)
+        ids = part["id"].to_numpy(dtype=object)
+        audio, a_len = _modality_arrays(ids, audio_table)
+        vision, v_len = _modality_arrays(ids, vision_table)
+        y = part["label"].to_numpy(dtype=np.float32)
+        data[split] = {
+            "text_bert": text_bert, "audio": audio, "vision": vision,
+            "audio_lengths": a_len, "vision_lengths": v_len,
+            "regression_labels": y, "classification_labels": sign_classes(y),
+            "raw_text": part["text"].to_numpy(dtype=object), "id": ids,
+        }
+    ds = dataset_from_dict(data, source=str(out_path or csv_path))
+    if out_path is not None:
+        save_dataset(ds, out_path)
+    return ds

@@ -1,0 +1,106 @@
+"""Metrics of the field (SPEC §1.2, §6), all in percent.
+
+binary (3 logits: neg / neu / pos):
+- ``non0_acc2`` / ``non0_f1``: neutral *samples* removed, argmax over all three logits, so a
+  neutral prediction counts as wrong (the paper's Acc2 / F1);
+- ``has0_acc2`` / ``has0_f1``: argmax over the neg/pos logits only; truth is neg vs non-neg;
+- ``acc3`` / ``f1_3``: argmax over all three on every sample.
+seven: ``acc7`` / ``f1_7``, plus ``mae`` / ``corr`` of the expected score sum_k p_k (k - 3).
+F1 is always scikit-learn's ``f1_score(y_true, y_pred, average="weighted")``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from cider_mer.data.labels import check_task
+
+RATES_DEFAULT = tuple(round(0.1 * i, 1) for i in range(11))
+
+METRIC_NAMES = {
+    "binary": ("non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "acc3", "f1_3"),
+    "seven": ("acc7", "f1_7", "mae", "corr"),
+}
+# Metrics where lower is better (everything else: higher is better).
+LOWER_IS_BETTER = frozenset({"mae"})
+
+
+def _pct(x: float) -> float:
+    return float(100.0 * x)
+
+
+def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if len(y_true) == 0:
+        return float("nan")
+    return _pct(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return _pct(accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")
+
+
+def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scores (N, 3) logits or log-probabilities; labels (N,) in {0, 1, 2}."""
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
+    pred3 = scores.argmax(axis=1)
+    non0 = labels != 1
+    has0_pred = (scores[:, 2] > scores[:, 0]).astype(np.int64)  # argmax over {neg, pos}; ties -> neg
+    has0_true = (labels != 0).astype(np.int64)
+    return {
+        "non0_acc2": _accuracy(labels[non0], pred3[non0]),
+        "non0_f1": _weighted_f1(labels[non0], pred3[non0]),
+        "has0_acc2": _accuracy(has0_true, has0_pred),
+        "has0_f1": _weighted_f1(has0_true, has0_pred),
+        "acc3": _accuracy(labels, pred3),
+        "f1_3": _weighted_f1(labels, pred3),
+    }
+
+
+def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean absolute error and Pearson correlation of scores (not in percent)."""
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    mae = float(np.abs(pred - truth).mean()) if len(pred) else float("nan")
+    if len(pred) < 2 or pred.std() == 0 or truth.std() == 0:
+        corr = 0.0
+    else:
+        corr = float(np.corrcoef(pred, truth)[0, 1])
+    return {"mae": mae, "corr": corr}
+
+
+def seven_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scores (N, 7) log-probabilities (or logits); labels (N,) in 0..6."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    pred = scores.argmax(axis=1)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    expected = probs @ (np.arange(7) - 3.0)
+    return {
+        "acc7": _accuracy(labels, pred),
+        "f1_7": _weighted_f1(labels, pred),
+        **regression_metrics(expected, labels - 3.0),
+    }
+
+
+def task_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """All metrics of ``task`` for (N, C) scores and (N,) integer labels."""
+    return binary_metrics(scores, labels) if check_task(task) == "binary" else seven_metrics(scores, labels)
+
+
+def auilc(values, step: float = 0.1) -> float:
+    """Area under the indicator-missing-rate curve: the trapezoid rule with a fixed step.
+
+    With 11 values at rates 0.0, 0.1, ..., 1.0 this is what the paper's Table IV reports.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) < 2:
+        raise ValueError(f"AUILC needs at least two per-rate values, got {v.shape}")
+    return float(((v[:-1] + v[1:]) * step / 2.0).sum())
+
+
+def auilc_over_rates(values, rates) -> float:
+    """Trapezoid over arbitrary (sorted) rates; equals :func:`auilc` for the 11 standard rates."""
+    v, r = np.asarray(values, dtype=np.float64), np.asarray(rates, dtype=np.float64)
+    if len(v) != len(r) or len(v) < 2:
+        raise ValueError("AUILC needs one value per rate and at least two rates")
+    return float(((v[:-1] + v[1:]) * np.diff(r) / 2.0).sum())

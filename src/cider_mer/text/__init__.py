@@ -1,0 +1,1 @@
+"""Text encoders (BERT family) and their feature cache."""

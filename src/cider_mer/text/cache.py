@@ -1,0 +1,82 @@
+"""Frozen-encoder token features, computed once per (dataset content, encoder, split) and cached.
+
+The cache lives in ``$CIDER_CACHE_DIR`` or, by default, in ``.cider_cache/`` next to the dataset
+file. Keys use the SHA-256 of the file's bytes, so a renamed file hits the cache and an edited
+one misses it. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from cider_mer.io_utils import atomic_path, file_sha256
+from cider_mer.text.encoder import TextEncoder
+
+_HASHES: dict[tuple[str, float, int], str] = {}
+
+
+def cache_dir_for(data_path: str | Path) -> Path:
+    env = os.environ.get("CIDER_CACHE_DIR")
+    return Path(env) if env else Path(data_path).resolve().parent / ".cider_cache"
+
+
+def dataset_key(data_path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256 (memoised per path, size and mtime)."""
+    p = Path(data_path).resolve()
+    st = p.stat()
+    memo = (str(p), st.st_mtime, st.st_size)
+    if memo not in _HASHES:
+        _HASHES[memo] = file_sha256(p)[:16]
+    return _HASHES[memo]
+
+
+def encoder_fingerprint(encoder: TextEncoder) -> str:
+    """Name plus a short hash of some weights, so two encoders with one name never share a cache."""
+    import hashlib
+
+    h = hashlib.sha256(encoder.name.encode())
+    for i, p in enumerate(encoder.parameters()):
+        if i >= 4:
+            break
+        h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return f"{encoder.name.replace('/', '_')}-{h.hexdigest()[:8]}"
+
+
+@torch.no_grad()
+def encode_texts(encoder: TextEncoder, ids: np.ndarray, mask: np.ndarray, segment: np.ndarray,
+                 device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
+    """(N, L) ids/mask/segment -> (N, L, D_t) float32 states, batched by similar length."""
+    n, length = ids.shape
+    out = np.zeros((n, length, encoder.dim), dtype=np.float32)
+    order = np.argsort(mask.sum(axis=1), kind="stable")
+    was_training = encoder.training
+    encoder.eval()
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        t = lambda a: torch.as_tensor(a[idx]).to(device)  # noqa: E731
+        out[idx] = encoder(t(ids).long(), t(mask).float(), t(segment).long()).float().cpu().numpy()
+    encoder.train(was_training)
+    return out
+
+
+def cached_text_features(data_path: str | Path, split_name: str, ids: np.ndarray, mask: np.ndarray,
+                         segment: np.ndarray, encoder: TextEncoder, device: torch.device | str = "cpu",
+                         batch_size: int = 256, cache_dir: Optional[Path] = None) -> np.ndarray:
+    """Frozen-encoder states of one split, read from or written to the cache."""
+    directory = cache_dir or cache_dir_for(data_path)
+    path = directory / f"textfeat-{dataset_key(data_path)}-{encoder_fingerprint(encoder)}-{split_name}.npy"
+    if path.is_file():
+        feats = np.load(path, allow_pickle=False)
+        if feats.shape[:2] == ids.shape and feats.shape[2] == encoder.dim:
+            return feats
+    feats = encode_texts(encoder, ids, mask, segment, device=device, batch_size=batch_size)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, feats, allow_pickle=False)
+    return feats
