@@ -1,0 +1,1 @@
+"""MACI: the model-agnostic causal module (MCM head, statistics, counterfactual text, tau)."""

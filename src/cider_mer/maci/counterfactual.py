@@ -1,0 +1,77 @@
+"""MACI's fine-grained counterfactual text (SPEC §5), from the TRAINING split only.
+
+Biased vocabulary: count every word-piece (special tokens excluded) per class on the training
+split and turn counts into per-class *relative* frequencies (count / all word-pieces of that
+class), so class imbalance does not masquerade as bias. The coefficient of variation
+(population std / mean) of those frequencies marks a word as biased when >= 0.1. For the
+``binary`` task the CV is taken over the negative and positive classes (neutral is tiny and
+noisy), as the authors do; for ``seven`` over every class that has word-pieces. Of the biased
+words, the ``top_k`` = 100 most frequent overall (ties: lower id first) are kept.
+
+Counterfactual text: special tokens and biased word-pieces stay, every other real token becomes
+``[MASK]``; padding, attention mask and segment ids are unchanged. Applied to the *incomplete*
+text, missing tokens stay ``[UNK]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cider_mer.data.dataset import Split
+from cider_mer.data.labels import num_classes
+from cider_mer.text.encoder import MASK_ID, SPECIAL_IDS
+
+
+@dataclass
+class BiasVocabulary:
+    token_ids: np.ndarray  # (K,) int64, most frequent first
+    class_counts: np.ndarray  # (K, C) raw counts per class
+    class_frequencies: np.ndarray  # (K, C) relative frequencies per class
+    cv: np.ndarray  # (K,)
+    task: str
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "token_ids": self.token_ids.tolist(), "class_counts": self.class_counts.tolist(),
+                "class_frequencies": self.class_frequencies.tolist(), "cv": self.cv.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BiasVocabulary":
+        return cls(np.asarray(d["token_ids"], dtype=np.int64), np.asarray(d["class_counts"], dtype=np.int64),
+                   np.asarray(d["class_frequencies"], dtype=np.float64), np.asarray(d["cv"], dtype=np.float64),
+                   d["task"])
+
+
+def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshold: float = 0.1) -> BiasVocabulary:
+    """Biased word-pieces of the training split (see the module docstring)."""
+    if train.name != "train":
+        raise ValueError(f"the counterfactual vocabulary comes from the training split only, got '{train.name}'")
+    c = num_classes(task)
+    labels = train.labels(task)
+    ids = train.text_ids
+    valid = train.text_mask.astype(bool) & ~np.isin(ids, SPECIAL_IDS)
+    tok = ids[valid]
+    cls = np.broadcast_to(labels[:, None], ids.shape)[valid]
+    vocab = int(ids.max()) + 1 if ids.size else 1
+    counts = np.zeros((vocab, c), dtype=np.int64)
+    np.add.at(counts, (tok, cls), 1)
+    per_class_total = counts.sum(axis=0).astype(np.float64)
+    cv_classes = [0, 2] if task == "binary" else [k for k in range(c) if per_class_total[k] > 0]
+    cv_classes = [k for k in cv_classes if per_class_total[k] > 0]
+    freq = counts / np.maximum(per_class_total, 1.0)[None, :]
+    f = freq[:, cv_classes]
+    mean = f.mean(axis=1)
+    cv = np.where(mean > 0, f.std(axis=1) / np.where(mean > 0, mean, 1.0), 0.0)
+    total = counts.sum(axis=1)
+    candidates = np.flatnonzero((total > 0) & (cv >= cv_threshold) & (len(cv_classes) >= 2))
+    order = candidates[np.lexsort((candidates, -total[candidates]))][:top_k]
+    return BiasVocabulary(order.astype(np.int64), counts[order], freq[order], cv[order], task)
+
+
+def counterfactual_ids(text_ids: torch.Tensor, text_mask: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> counterfactual ids: specials and biased ids kept, other real tokens [MASK]."""
+    keep = torch.isin(text_ids, vocab_ids) | torch.isin(text_ids, torch.tensor(SPECIAL_IDS, device=text_ids.device))
+    real = text_mask.bool()
+    return torch.where(real & ~keep, torch.full_like(text_ids, MASK_ID), text_ids)

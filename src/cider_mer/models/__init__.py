@@ -1,0 +1,1 @@
+"""Architectures (one file per model), the backbone/head contract and the registry."""

@@ -1,0 +1,1 @@
+"""Building blocks of the CIDer model: WSAM, MCT/MCA, pooling, positions."""

@@ -1,0 +1,89 @@
+"""Splits held as tensors on the training device; batches are index gathers (no per-sample Python)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from cider_mer.data.dataset import Split
+from cider_mer.missing import KeepMasks
+from cider_mer.models.interface import ModelInputs
+
+
+def _frame_mask(lengths: np.ndarray, steps: int) -> torch.Tensor:
+    return torch.from_numpy((np.arange(steps)[None, :] < lengths[:, None]).astype(np.float32))
+
+
+@dataclass
+class DeviceSplit:
+    """One split on a device: N samples of token ids, masks, frames and labels."""
+
+    name: str
+    text_ids: torch.Tensor  # (N, L) long
+    text_mask: torch.Tensor  # (N, L) float
+    text_segment: torch.Tensor  # (N, L) long
+    audio: torch.Tensor  # (N, T_a, d_a)
+    audio_mask: torch.Tensor  # (N, T_a)
+    vision: torch.Tensor  # (N, T_v, d_v)
+    vision_mask: torch.Tensor  # (N, T_v)
+    labels: torch.Tensor  # (N,) long, for the run's task
+    text_features: Optional[torch.Tensor] = None  # (N, L, D_t) frozen-encoder states of the complete text
+
+    @classmethod
+    def from_split(cls, split: Split, task: str, device: torch.device | str,
+                   text_features: Optional[np.ndarray] = None) -> "DeviceSplit":
+        t = lambda a, dtype=None: torch.as_tensor(a, dtype=dtype).to(device)  # noqa: E731
+        return cls(
+            name=split.name,
+            text_ids=t(split.text_ids, torch.long),
+            text_mask=t(split.text_mask, torch.float32),
+            text_segment=t(split.text_segment, torch.long),
+            audio=t(split.audio),
+            audio_mask=_frame_mask(split.audio_lengths, split.audio.shape[1]).to(device),
+            vision=t(split.vision),
+            vision_mask=_frame_mask(split.vision_lengths, split.vision.shape[1]).to(device),
+            labels=t(split.labels(task), torch.long),
+            text_features=None if text_features is None else t(text_features, torch.float32),
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.text_ids.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_ids.device
+
+    def inputs(self, idx: Optional[torch.Tensor] = None) -> ModelInputs:
+        """ModelInputs of the samples at ``idx`` (all samples when None)."""
+        if idx is None:
+            idx = torch.arange(self.n, device=self.device)
+        pick = lambda a: None if a is None else a.index_select(0, idx)  # noqa: E731
+        return ModelInputs(
+            text_ids=pick(self.text_ids), text_mask=pick(self.text_mask), text_segment=pick(self.text_segment),
+            audio=pick(self.audio), audio_mask=pick(self.audio_mask), vision=pick(self.vision),
+            vision_mask=pick(self.vision_mask), text_features=pick(self.text_features),
+        )
+
+    def padding_masks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.text_mask, self.audio_mask, self.vision_mask
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Index tensors of a fresh random permutation, cut into batches (the last may be smaller)."""
+    perm = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch_size):
+        yield perm[start:start + batch_size]
+
+
+def length_sorted_batches(split: DeviceSplit, batch_size: int) -> list[torch.Tensor]:
+    """Evaluation batches of samples with similar text length (the encoder trims each batch)."""
+    order = torch.argsort(split.text_mask.sum(dim=1), stable=True)
+    return [order[i:i + batch_size] for i in range(0, split.n, batch_size)]
+
+
+def index_keep(keep: Optional[KeepMasks], idx: torch.Tensor) -> Optional[KeepMasks]:
+    return None if keep is None else keep.index(idx)

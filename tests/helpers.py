@@ -1,0 +1,27 @@
+"""Tiny random encoders and datasets for fast tests (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cider_mer.data.dataset import dataset_from_dict, save_dataset
+from conftest import make_dataset_dict
+
+
+def tiny_bert_dir(root: Path, hidden: int = 16, vocab: int = 6000, seed: int = 0) -> Path:
+    """Save a 1-layer random BertModel to ``root`` and return its path (a local encoder dir)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=64)
+    path = root / "tiny-bert"
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    return path
+
+
+def tiny_data_file(root: Path, name: str = "tiny.pkl", seed: int = 0, sizes=(60, 20, 24), **kw) -> Path:
+    path = root / name
+    save_dataset(dataset_from_dict(make_dataset_dict(seed=seed, sizes=sizes, **kw)), path)
+    return path
