@@ -95,15 +95,8 @@ def ood_split_cmd(
     report: bool = typer.Option(False, "--report", help="Measure the shift with a bag-of-words classifier."),
 ) -> None:
     """Re-split a dataset so that word-label correlations in test differ from train/valid."""
-    from cider_mer.data.ood_split import write_ood_split
+    from cider_mer.data.ood_split import format_summary, write_ood_split
 
     manifest = write_ood_split(file, out, task=task, seed=seed, group_by_video=group_by_video, report=report)
-    console.print(f"wrote {out} and {out}.manifest.json; sizes {manifest['sizes']}")
-    for split, pri in manifest["priors"].items():
-        console.print(f"  {split} priors: " + " / ".join(f"{p:.3f}" for p in pri))
-    words = ", ".join(w["word"] for w in manifest["biased_words"][:15])
-    console.print(f"  most biased words: {words}")
-    if "shift" in manifest:
-        sh = manifest["shift"]
-        console.print(f"  bag-of-words accuracy: IID test {sh['bow_acc_iid_test']:.1f}, "
-                      f"OOD test {sh['bow_acc_ood_test']:.1f} (drop {sh['bow_acc_iid_test'] - sh['bow_acc_ood_test']:.1f} points)")
+    console.print(f"wrote {out} and {out}.manifest.json")
+    console.print(format_summary(manifest))
