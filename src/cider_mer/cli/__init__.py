@@ -10,13 +10,17 @@ import sys
 
 import typer
 
-from cider_mer.cli import data_cmds, model_cmds, run_cmds
+from cider_mer.cli import ablate_cmds, data_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cider-mer: robust multimodal emotion recognition (CIDer, MACI).")
 app.add_typer(data_cmds.app, name="data", help="Create, import, check and re-split dataset files.")
+app.add_typer(plot_cmds.plot_app, name="plot", help="Pictures of a trained run (embeddings, MACI).")
+app.add_typer(plot_cmds.maci_app, name="maci", help="Inspect MACI's counterfactual vocabulary.")
 model_cmds.register(app)
 run_cmds.register(app)
+tune_cmds.register(app)
+ablate_cmds.register(app)
 
 
 class UserError(Exception):

@@ -108,8 +108,13 @@ class TextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name: Optional[str] = None, frozen: bool = False) -> "TextEncoder":
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
         path, is_local = resolve_encoder(name)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the unused pooler's "unexpected keys" report is noise here
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         with _offline_if_local(is_local):
             try:
                 model = AutoModel.from_pretrained(path, add_pooling_layer=False)
@@ -117,6 +122,10 @@ class TextEncoder(nn.Module):
                 model = AutoModel.from_pretrained(path)
             except OSError as exc:
                 raise EncoderNotFoundError(f"cannot load text encoder '{name}': {exc}") from exc
+            finally:
+                hf_logging.set_verbosity(verbosity)
+                if bars:
+                    hf_logging.enable_progress_bar()
         return cls(model, name=encoder_label(name), frozen=frozen)
 
     def train(self, mode: bool = True) -> "TextEncoder":

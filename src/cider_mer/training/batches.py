@@ -68,6 +68,13 @@ class DeviceSplit:
             vision_mask=pick(self.vision_mask), text_features=pick(self.text_features),
         )
 
+    def subset(self, idx: torch.Tensor) -> "DeviceSplit":
+        """The samples at ``idx`` as a new split (tensors gathered on the same device)."""
+        pick = lambda a: None if a is None else a.index_select(0, idx)  # noqa: E731
+        return DeviceSplit(self.name, *(pick(getattr(self, f)) for f in (
+            "text_ids", "text_mask", "text_segment", "audio", "audio_mask", "vision", "vision_mask", "labels",
+            "text_features")))
+
     def padding_masks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.text_mask, self.audio_mask, self.vision_mask
 
