@@ -259,6 +259,20 @@ def test_extra_padding_tokens_change_nothing(encoder_model):
     torch.testing.assert_close(padded.log_probs, base.log_probs, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_trimming_a_batch_to_its_longest_text_is_exact(encoder_model, aligned):
+    model = small_model(encoder_model, aligned=aligned).eval()
+    inputs = make_inputs(aligned=aligned, text_lens=(7, 5, 3, 2), audio_lens=(20, 13, 4, 1), vision_lens=(24, 10, 24, 3))
+    trimmed = inputs.trim_text()
+    assert trimmed.text_ids.shape[1] == 7 < inputs.text_ids.shape[1]
+    with torch.no_grad():
+        full, cut = model(inputs, need_recon=True), model(trimmed, need_recon=True)
+    torch.testing.assert_close(cut.joint, full.joint, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cut.log_probs, full.log_probs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cut.reconstructions.audio, full.reconstructions.audio, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cut.reconstructions.text, full.reconstructions.text[:, :7], atol=1e-5, rtol=1e-5)
+
+
 def test_reconstruction_refuses_other_lengths(encoder_model):
     model = small_model(encoder_model, use_wsam=False).eval()
     with pytest.raises(ValueError, match="audio reconstruction"):

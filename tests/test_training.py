@@ -141,3 +141,22 @@ def test_finetuned_encoder_gets_its_own_optimizer_groups(env, tmp_path):
     assert n_opt == sum(p.numel() for p in prep.model.parameters())
     result = train(cfg, data, env["data"], tmp_path / "ft", progress=False)
     assert np.isfinite(result.best_value)
+
+
+def test_bucketed_batches_cover_everything_once_and_group_lengths():
+    from cider_mer.training.batches import bucketed_batches
+
+    lengths = torch.randint(3, 50, (1000,), generator=torch.Generator().manual_seed(0))
+    batches = list(bucketed_batches(lengths, 64, torch.Generator().manual_seed(1), "cpu", window_batches=4))
+    flat = torch.cat(batches)
+    assert torch.equal(flat.sort().values, torch.arange(1000))
+    spread = np.mean([float(lengths[b].max() - lengths[b].min()) for b in batches])
+    assert spread < 20  # random batches of 64 span ~45 length units
+    again = list(bucketed_batches(lengths, 64, torch.Generator().manual_seed(1), "cpu", window_batches=4))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+
+
+def test_length_buckets_option_trains(env, tmp_path):
+    data = load_dataset(env["data"])
+    result = train(cfg_for(env, epochs=1, length_buckets=True), data, env["data"], tmp_path / "b", progress=False)
+    assert np.isfinite(result.best_value)

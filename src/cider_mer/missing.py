@@ -54,6 +54,9 @@ class KeepMasks:
     def index(self, idx: torch.Tensor) -> "KeepMasks":
         return KeepMasks(self.text[idx], self.audio[idx], self.vision[idx])
 
+    def trim_text(self, length: int) -> "KeepMasks":
+        return KeepMasks(self.text[:, :length], self.audio, self.vision)
+
     def to(self, device) -> "KeepMasks":
         return KeepMasks(self.text.to(device), self.audio.to(device), self.vision.to(device))
 

@@ -39,8 +39,11 @@ def predict(model: MerModel, split: DeviceSplit, keep: Optional[KeepMasks] = Non
     device = split.device
     for idx in length_sorted_batches(split, batch_size):
         inputs = split.inputs(idx)
+        if device.type == "cpu":  # length-sorted batches: cut padding (exact; GPUs skip the host sync)
+            inputs = inputs.trim_text()
         if keep is not None:
-            inputs = apply_missing(inputs, keep.index(idx.to(keep.text.device)).to(device))
+            batch_keep = keep.index(idx.to(keep.text.device)).to(device)
+            inputs = apply_missing(inputs, batch_keep.trim_text(inputs.text_ids.shape[1]))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(inputs)
             cf_out = None

@@ -173,18 +173,25 @@ class CIDer(Backbone):
         )
 
     def reconstruct(self, h_text: torch.Tensor, h_audio: torch.Tensor, h_vision: torch.Tensor) -> Reconstructions:
-        """MCT outputs (B, L, E), (B, L or T_a, E), (B, L or T_v, E) -> encoder states and raw frames."""
+        """MCT outputs (B, L', E), (B, L' or T_a, E), (B, L' or T_v, E) -> encoder states and raw frames.
+
+        A batch trimmed to its longest text (L' < L) is zero-padded back to the model's length
+        before the time-linears; padded steps are zero anyway, so the result is the same.
+        """
+        frames = []
         for name, states, time_layer in (
             ("audio", h_audio, self.recon_audio_time),
             ("vision", h_vision, self.recon_vision_time),
         ):
-            if states.shape[1] != time_layer.in_features:
+            missing_steps = time_layer.in_features - states.shape[1]
+            if missing_steps < 0:
                 raise ValueError(
-                    f"{name} reconstruction expects {time_layer.in_features} fused steps, got {states.shape[1]}: "
-                    "reconstruct only batches with the sequence lengths the model was built for"
+                    f"{name} reconstruction expects at most {time_layer.in_features} fused steps, got {states.shape[1]}: "
+                    "reconstruct only batches no longer than the sequences the model was built for"
                 )
-        audio = self.recon_audio_out(F.relu(_over_time(self.recon_audio_time, h_audio)))
-        vision = self.recon_vision_out(F.relu(_over_time(self.recon_vision_time, h_vision)))
+            frames.append(F.pad(states, (0, 0, 0, missing_steps)))
+        audio = self.recon_audio_out(F.relu(_over_time(self.recon_audio_time, frames[0])))
+        vision = self.recon_vision_out(F.relu(_over_time(self.recon_vision_time, frames[1])))
         return Reconstructions(text=self.recon_text(h_text), audio=audio, vision=vision)
 
 

@@ -86,6 +86,25 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
         yield perm[start:start + batch_size]
 
 
+def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, device,
+                     window_batches: int = 32) -> Iterator[torch.Tensor]:
+    """Training batches of similar text length, in random order (a speed option).
+
+    A fresh random permutation is cut into windows of ``window_batches`` batches; each window is
+    sorted by text length (ties keep the random order) and cut into batches; all batches are then
+    shuffled. With batches trimmed to their longest text this removes most padded computation.
+    """
+    perm = torch.randperm(len(lengths), generator=generator)
+    batches: list[torch.Tensor] = []
+    window = batch_size * window_batches
+    for start in range(0, len(perm), window):
+        chunk = perm[start:start + window]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    for k in torch.randperm(len(batches), generator=generator).tolist():
+        yield batches[k].to(device)
+
+
 def length_sorted_batches(split: DeviceSplit, batch_size: int) -> list[torch.Tensor]:
     """Evaluation batches of samples with similar text length (the encoder trims each batch)."""
     order = torch.argsort(split.text_mask.sum(dim=1), stable=True)

@@ -44,6 +44,8 @@ class TrainConfig:
     attn_weight: float = 0.1
     joint_weight: float = 0.5
     train_missing: str = "per_sample"  # or "per_position" (the authors' code: p = 0.5)
+    # Speed option: batches of similar text length (each batch is cut to its longest text on CPU).
+    length_buckets: bool = False
     seed: int = 1111
     device: str = "auto"
     precision: str = "fp32"

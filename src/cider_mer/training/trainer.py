@@ -41,7 +41,7 @@ from cider_mer.models.registry import DataShapes, build_model, get_spec, make_co
 from cider_mer.text.cache import cached_text_features, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
-from cider_mer.training.batches import DeviceSplit, shuffled_batches
+from cider_mer.training.batches import DeviceSplit, bucketed_batches, shuffled_batches
 from cider_mer.training.checkpoint import load_resume, save_model, save_resume
 from cider_mer.training.config import TrainConfig
 
@@ -284,6 +284,7 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
 
+    train_lengths = train_split.text_mask.sum(dim=1).cpu()
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
     include_encoder = not cfg.freeze_text_encoder
@@ -306,10 +307,16 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
         t0 = time.time()
         sums: dict[str, torch.Tensor] = {}
         n_batches = math.ceil(train_split.n / cfg.batch_size)
-        bar = tqdm(shuffled_batches(train_split.n, cfg.batch_size, shuffle_gen, device), total=n_batches,
+        if cfg.length_buckets:
+            order = bucketed_batches(train_lengths, cfg.batch_size, shuffle_gen, device)
+        else:
+            order = shuffled_batches(train_split.n, cfg.batch_size, shuffle_gen, device)
+        bar = tqdm(order, total=n_batches,
                    desc=f"epoch {epoch}", disable=not progress, leave=False)
         for idx in bar:
             inputs = train_split.inputs(idx)
+            if device.type == "cpu":
+                inputs = inputs.trim_text()
             keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, mask_gen,
                                         cfg.train_missing)
             logs = mssd_step(model, optimizer, inputs, train_split.labels.index_select(0, idx), keep, cfg,
