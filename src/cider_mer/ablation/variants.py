@@ -1,0 +1,144 @@
+"""The ablation variants of the paper's Table V, as functions of a base :class:`TrainConfig`.
+
+Each variant returns a NEW config that differs from the base only in the settings it names:
+
+============  =========================  ==============================================================
+name          Table V row                what changes
+============  =========================  ==============================================================
+full          CIDer                      nothing
+no_recon      w/o MSSD: w/o recon        ``recon_weight = 0``
+no_attn       w/o MSSD: w/o attn         ``attn_weight = 0``
+no_joint      w/o MSSD: w/o joint        ``joint_weight = 0``
+no_mssd       w/o MSSD: w/o all          ``mssd = False`` (no complete-data stage, no distillation)
+no_mcm        w/o MACI: w/o MCM          ``head = "linear"`` (counterfactual text kept)
+no_cf         w/o MACI: w/o F.C.T.       ``counterfactual = False`` (MCM head kept)
+no_maci       w/o MACI: w/o all          ``head = "linear"`` and ``counterfactual = False``
+no_wsam       w/o WSAM                   ``model_config["use_wsam"] = False``
+no_mct        w/o MCT                    ``model_config["use_mct"] = False``
+============  =========================  ==============================================================
+
+A variant is defined relative to its base: when the base already switches a part off, the
+variant equals the base (the suite still runs it, so the table stays complete).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from cider_mer.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation table."""
+
+    name: str
+    label: str  # the Table V row it reproduces
+    description: str
+    changes: dict[str, Any]  # TrainConfig field -> new value; "model_config" holds a dict of backbone keys
+
+    def apply(self, base: TrainConfig) -> TrainConfig:
+        """A new config: ``base`` with exactly this variant's settings changed."""
+        values: dict[str, Any] = {}
+        for key, value in self.changes.items():
+            if key == "model_config":
+                _check_backbone_keys(base.model, value, self.name)
+                values["model_config"] = {**base.model_config, **value}
+            else:
+                values[key] = value
+        return dataclasses.replace(base, **values)
+
+    def __call__(self, base: TrainConfig) -> TrainConfig:
+        return self.apply(base)
+
+
+def _check_backbone_keys(model: str, keys: dict[str, Any], variant: str) -> None:
+    """A backbone switch only makes sense for a model whose config has that setting."""
+    from cider_mer.models.registry import get_spec
+
+    known = {f.name for f in dataclasses.fields(get_spec(model).config_cls)}
+    missing = sorted(set(keys) - known)
+    if missing:
+        raise ValueError(f"variant '{variant}' switches {missing}, which model '{model}' does not have; "
+                         "leave it out of --variants for this model")
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("full", "CIDer", "the base configuration, nothing switched off", {}),
+    Variant("no_recon", "w/o MSSD: w/o recon", "no reconstruction term L_rec (recon_weight 0)",
+            {"recon_weight": 0.0}),
+    Variant("no_attn", "w/o MSSD: w/o attn", "no attention-distillation term L_attn (attn_weight 0)",
+            {"attn_weight": 0.0}),
+    Variant("no_joint", "w/o MSSD: w/o joint", "no joint-representation term L_joint (joint_weight 0)",
+            {"joint_weight": 0.0}),
+    Variant("no_mssd", "w/o MSSD: w/o all",
+            "no self-distillation: no complete-data stage and none of the three terms (mssd False)",
+            {"mssd": False}),
+    Variant("no_mcm", "w/o MACI: w/o MCM", "plain linear head instead of MCM; counterfactual text kept",
+            {"head": "linear"}),
+    Variant("no_cf", "w/o MACI: w/o F.C.T.", "no fine-grained counterfactual text at evaluation; MCM kept",
+            {"counterfactual": False}),
+    Variant("no_maci", "w/o MACI: w/o all", "neither MCM nor counterfactual text (linear head, tau 0)",
+            {"head": "linear", "counterfactual": False}),
+    Variant("no_wsam", "w/o WSAM",
+            "no word-aligned attention: full-length audio/vision through the GRUs, MCT split at the true lengths",
+            {"model_config": {"use_wsam": False}}),
+    Variant("no_mct", "w/o MCT", "vanilla transformer encoder instead of MCT (same width and depth)",
+            {"model_config": {"use_mct": False}}),
+)}
+
+VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+_UNSET = object()
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown ablation variant '{name}': expected one of {', '.join(VARIANT_NAMES)}")
+    return VARIANTS[name]
+
+
+def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
+    """``None`` / ``"all"`` -> every variant in Table V order; else a comma list (or iterable) of names.
+
+    Order follows Table V, duplicates are dropped, unknown names raise ``ValueError``.
+    """
+    if spec is None:
+        return list(VARIANT_NAMES)
+    names: Sequence[str] = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if not names or names == ["all"]:
+        return list(VARIANT_NAMES)
+    for n in names:
+        get_variant(n)
+    wanted = set(names)
+    return [n for n in VARIANT_NAMES if n in wanted]
+
+
+def variant_config(name: str, base: TrainConfig) -> TrainConfig:
+    """Shorthand: the config of variant ``name`` for ``base``."""
+    return get_variant(name).apply(base)
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between two configs, ``model_config`` compared key by key
+    (reported as ``model_config.KEY``)."""
+    da, db = a.to_dict(), b.to_dict()
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in da:
+        if key == "model_config":
+            ma, mb = da[key], db[key]
+            for k in sorted(set(ma) | set(mb)):
+                if ma.get(k, _UNSET) != mb.get(k, _UNSET):
+                    out[f"model_config.{k}"] = (ma.get(k), mb.get(k))
+        elif da[key] != db[key]:
+            out[key] = (da[key], db[key])
+    return out
+
+
+def describe_variants(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Rows (name, label, description, changes) for listings and reports."""
+    return [{"name": v.name, "label": v.label, "description": v.description, "changes": v.changes}
+            for v in (get_variant(n) for n in (names or VARIANT_NAMES))]
+
