@@ -160,3 +160,23 @@ def test_length_buckets_option_trains(env, tmp_path):
     data = load_dataset(env["data"])
     result = train(cfg_for(env, epochs=1, length_buckets=True), data, env["data"], tmp_path / "b", progress=False)
     assert np.isfinite(result.best_value)
+
+
+def test_bf16_encoder_is_close_and_cached_separately(env):
+    from cider_mer.text.cache import encoder_fingerprint
+    from cider_mer.text.encoder import TextEncoder
+    from cider_mer.training.trainer import configure_encoder
+
+    enc = TextEncoder.from_pretrained(str(env["bert"]), frozen=True)
+    ids = torch.randint(1000, 5000, (4, 10))
+    mask, seg = torch.ones(4, 10), torch.zeros(4, 10, dtype=torch.long)
+    with torch.no_grad():
+        full = enc(ids, mask, seg)
+        key_full = encoder_fingerprint(enc)
+        configure_encoder(enc, TrainConfig(encoder_precision="bf16"))
+        half = enc(ids, mask, seg)
+    assert half.dtype == torch.float32
+    assert float((half - full).norm() / full.norm()) < 0.05
+    assert encoder_fingerprint(enc) != key_full
+    with pytest.raises(ValueError, match="encoder_precision"):
+        TrainConfig(encoder_precision="fp8")

@@ -69,6 +69,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def update_marked_section(path: str | os.PathLike, tag: str, section: str) -> None:
+    """Replace the text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` in a Markdown file
+    (appending the block when absent), atomically. Benchmarks use it to refresh their tables."""
+    import re
+
+    p = Path(path)
+    text = p.read_text(encoding="utf-8") if p.is_file() else "# Results\n"
+    block = f"<!-- {tag}:begin -->\n{section.strip()}\n<!-- {tag}:end -->"
+    pattern = rf"<!-- {re.escape(tag)}:begin -->.*?<!-- {re.escape(tag)}:end -->"
+    if re.search(pattern, text, flags=re.S):
+        text = re.sub(pattern, lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    atomic_write_text(p, text)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, "r", encoding="utf-8") as f:
         return json.load(f)

@@ -54,12 +54,11 @@ OUTPUT_FILES = ("ablation.md", "ablation.csv", "ablation.json", "ablation.png")
 
 def default_base_config(task: str = "binary", epochs: int = DEFAULT_EPOCHS) -> TrainConfig:
     """The CPU-friendly base used when no ``--config`` is given: the ``cider demo`` settings
-    (frozen default MiniLM encoder with cached features, 2 MCT layers, 2 heads; everything else
-    the paper's defaults), ``epochs`` epochs with patience max(3, epochs // 3)."""
-    from cider_mer.demo import DEMO_MODEL
+    (frozen default MiniLM encoder with cached features, 2 MCT layers, 2 heads, length-bucketed
+    batches; everything else the paper's defaults), ``epochs`` epochs with patience max(3, epochs // 3)."""
+    from cider_mer.demo import cpu_friendly_config
 
-    return TrainConfig(task=task, freeze_text_encoder=True, epochs=epochs, patience=max(3, epochs // 3),
-                       model_config=dict(DEMO_MODEL))
+    return cpu_friendly_config(task, epochs=epochs)
 
 
 def training_seeds(base: TrainConfig, n: int) -> list[int]:

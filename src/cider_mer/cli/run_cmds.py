@@ -66,6 +66,8 @@ def train_cmd(
     heads: Optional[int] = typer.Option(None, "--heads"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (CUDA autocast)."),
+    encoder_precision: Optional[str] = typer.Option(None, "--encoder-precision",
+                                                    help="fp32 or bf16 (text encoder under bf16 autocast)."),
     length_buckets: Optional[bool] = typer.Option(None, "--length-buckets/--random-batches",
                                                   help="Batches of similar text length (much faster on CPU)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON settings (e.g. best_config.json from tune)."),
@@ -80,7 +82,7 @@ def train_cmd(
     model_cfg = {k: v for k, v in (("layers", layers), ("heads", heads)) if v is not None}
     overrides = dict(task=task, model=model, epochs=epochs, patience=patience, batch_size=batch_size, seed=seed,
                      text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device,
-                     precision=precision, length_buckets=length_buckets, model_config=model_cfg or None)
+                     precision=precision, encoder_precision=encoder_precision, length_buckets=length_buckets, model_config=model_cfg or None)
     if no_maci:
         overrides.update(head="linear", counterfactual=False)
     if resume and config is None and (out / CONFIG_FILE).is_file():

@@ -33,7 +33,8 @@ from cider_mer.text.encoder import TextEncoder
 from cider_mer.training.batches import DeviceSplit
 from cider_mer.training.checkpoint import load_model
 from cider_mer.training.config import TrainConfig
-from cider_mer.training.trainer import CONFIG_FILE, MACI_FILE, MODEL_FILE, RunError, resolve_device
+from cider_mer.training.trainer import (CONFIG_FILE, MACI_FILE, MODEL_FILE, RunError, configure_encoder,
+                                        resolve_device)
 
 DEFAULT_EVAL_SEEDS = (0, 1, 2)
 
@@ -65,7 +66,8 @@ def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEn
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{run_dir / CONFIG_FILE}: unreadable run config ({exc})") from exc
     dev = resolve_device(device)
-    encoder = encoder or TextEncoder.from_pretrained(cfg.text_encoder, frozen=cfg.freeze_text_encoder)
+    encoder = configure_encoder(encoder or TextEncoder.from_pretrained(cfg.text_encoder, frozen=cfg.freeze_text_encoder),
+                                cfg)
     if encoder.dim != shapes.text_dim:
         raise RunError(f"{run_dir}: the run used a {shapes.text_dim}-d text encoder, '{cfg.text_encoder}' is {encoder.dim}-d")
     model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")

@@ -36,10 +36,11 @@ def dataset_key(data_path: str | Path) -> str:
 
 
 def encoder_fingerprint(encoder: TextEncoder) -> str:
-    """Name plus a short hash of some weights, so two encoders with one name never share a cache."""
+    """Name plus a short hash of some weights and the compute precision, so two encoders with one
+    name (or one encoder at two precisions) never share a cache."""
     import hashlib
 
-    h = hashlib.sha256(encoder.name.encode())
+    h = hashlib.sha256(f"{encoder.name}|{encoder.compute_dtype}".encode())
     for i, p in enumerate(encoder.parameters()):
         if i >= 4:
             break

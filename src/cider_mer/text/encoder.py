@@ -92,7 +92,8 @@ class TextEncoder(nn.Module):
 
     Computation is trimmed to the longest real text in the batch; padded positions come back as
     zeros (every consumer masks them). With ``frozen=True`` the weights never train, the module
-    stays in eval mode and no graph is built.
+    stays in eval mode and no graph is built. ``compute_dtype=torch.bfloat16`` runs the encoder
+    under bf16 autocast (about 2x faster on CPUs with bf16 instructions; states come back float32).
     """
 
     def __init__(self, model: nn.Module, name: str = "custom", frozen: bool = False):
@@ -100,6 +101,7 @@ class TextEncoder(nn.Module):
         self.model = model
         self.name = name
         self.frozen = frozen
+        self.compute_dtype: Optional[torch.dtype] = None
         self.dim = int(model.config.hidden_size)
         if frozen:
             self.model.requires_grad_(False)
@@ -137,12 +139,13 @@ class TextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
         length = int(mask.sum(dim=1).max().item()) if mask.numel() else 0
         length = max(length, 1)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        amp = dict(device_type=ids.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen), torch.autocast(**amp):
             states = self.model(
                 input_ids=ids[:, :length].long(),
                 attention_mask=mask[:, :length].long(),
                 token_type_ids=segment[:, :length].long(),
-            ).last_hidden_state
+            ).last_hidden_state.float()
         states = states * mask[:, :length, None].to(states.dtype)
         if length < ids.shape[1]:
             states = nn.functional.pad(states, (0, 0, 0, ids.shape[1] - length))

@@ -30,6 +30,7 @@ class TrainConfig:
     # Text encoder: None = the shipped all-MiniLM-L6-v2; a local directory or a hub id otherwise.
     text_encoder: Optional[str] = None
     freeze_text_encoder: bool = False
+    encoder_precision: str = "fp32"  # "bf16": the text encoder under bf16 autocast (CPU or GPU)
     # Optimisation (Adam; encoder parameters get their own lr and weight decay).
     epochs: int = 200
     patience: int = 10
@@ -57,8 +58,9 @@ class TrainConfig:
             raise ValueError(f"head must be one of {HEADS}, got '{self.head}'")
         if self.train_missing not in TRAIN_SCHEMES:
             raise ValueError(f"train_missing must be one of {TRAIN_SCHEMES}, got '{self.train_missing}'")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
+        for name in ("precision", "encoder_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise ValueError(f"{name} must be one of {PRECISIONS}, got '{getattr(self, name)}'")
         for name in ("recon_weight", "attn_weight", "joint_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

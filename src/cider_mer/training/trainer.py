@@ -151,7 +151,13 @@ class Prepared:
 
 
 def load_encoder(cfg: TrainConfig) -> TextEncoder:
-    return TextEncoder.from_pretrained(cfg.text_encoder, frozen=cfg.freeze_text_encoder)
+    return configure_encoder(TextEncoder.from_pretrained(cfg.text_encoder, frozen=cfg.freeze_text_encoder), cfg)
+
+
+def configure_encoder(encoder: TextEncoder, cfg: TrainConfig) -> TextEncoder:
+    """Apply the run's encoder precision (also to an encoder shared between runs)."""
+    encoder.compute_dtype = torch.bfloat16 if cfg.encoder_precision == "bf16" else None
+    return encoder
 
 
 def shapes_for(data: MerDataset, encoder_dim: int, task: str) -> DataShapes:
@@ -165,7 +171,7 @@ def prepare(cfg: TrainConfig, data: MerDataset, data_path: str | Path, device: t
     from cider_mer.text.cache import dataset_key
 
     torch.manual_seed(cfg.seed)
-    encoder = encoder or load_encoder(cfg)
+    encoder = configure_encoder(encoder, cfg) if encoder is not None else load_encoder(cfg)
     shapes = shapes_for(data, encoder.dim, cfg.task)
     model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
     train = data["train"]
