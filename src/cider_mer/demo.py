@@ -41,7 +41,7 @@ def cpu_friendly_config(task: str = "binary", epochs: int = 12, seed: int = 1111
                        **{"encoder_precision": "bf16" if fast_bf16_available() else "fp32", **changes})
 
 
-def run_demo(out: str | Path, epochs: int = 12, seed: int = 1111, eval_seeds: Sequence[int] = (0, 1),
+def run_demo(out: str | Path, epochs: int = 20, seed: int = 1111, eval_seeds: Sequence[int] = (0, 1, 2),
              scale: float = 1.0, progress: bool = True, console=None) -> dict:
     from rich.console import Console
 

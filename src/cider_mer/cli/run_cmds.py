@@ -125,9 +125,9 @@ def eval_cmd(
 
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for data, run and report."),
-    epochs: int = typer.Option(12, "--epochs"),
+    epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping on validation)."),
     seed: int = typer.Option(1111, "--seed"),
-    eval_seeds: str = typer.Option("0,1", "--eval-seeds"),
+    eval_seeds: str = typer.Option("0,1,2", "--eval-seeds", help="Mask seeds of the evaluation."),
     scale: float = typer.Option(1.0, "--scale", help="Size of the synthetic dataset (1 = MOSI sizes)."),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:

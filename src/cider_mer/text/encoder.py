@@ -90,8 +90,8 @@ def load_tokenizer(name: Optional[str] = None):
 class TextEncoder(nn.Module):
     """A BERT-family encoder: (ids, mask, segment) of shape (B, L) -> states (B, L, D_t).
 
-    Computation is trimmed to the longest real text in the batch; padded positions come back as
-    zeros (every consumer masks them). With ``frozen=True`` the weights never train, the module
+    On the CPU, computation is trimmed to the longest real text in the batch (on a GPU that would
+    cost a host sync); padded positions come back as zeros either way (every consumer masks them). With ``frozen=True`` the weights never train, the module
     stays in eval mode and no graph is built. ``compute_dtype=torch.bfloat16`` runs the encoder
     under bf16 autocast (about 2x faster on CPUs with bf16 instructions; states come back float32).
     """
@@ -137,8 +137,9 @@ class TextEncoder(nn.Module):
         return self
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-        length = int(mask.sum(dim=1).max().item()) if mask.numel() else 0
-        length = max(length, 1)
+        length = ids.shape[1]
+        if ids.device.type == "cpu" and mask.numel():  # trimming needs the length on the host: CPU only
+            length = max(int(mask.sum(dim=1).max().item()), 1)
         amp = dict(device_type=ids.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen), torch.autocast(**amp):
             states = self.model(

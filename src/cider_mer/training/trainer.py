@@ -114,7 +114,9 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
         optimizer.step()
         logs["loss_complete"] = task_loss.detach()
     optimizer.zero_grad(set_to_none=True)  # the reference code forgets this: stage-1 grads leak
-    inputs_m = apply_missing(inputs, keep)
+    # Training masks drop tokens in practically every batch: always re-encode the incomplete text (no host sync
+    # is spent checking whether the cached complete-text features could be reused).
+    inputs_m = apply_missing(inputs.replace(text_features=None), keep)
     with torch.autocast(**amp):
         missing = model(inputs_m, need_recon="recon" in weights)
         loss = F.nll_loss(missing.log_probs.float(), labels)
@@ -329,7 +331,7 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
                              autocast_dtype)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if progress:
+            if progress and device.type == "cpu":  # on a GPU, reading the loss would sync every batch
                 bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
         train_seconds = time.time() - t0
         row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / n_batches for k, v in sums.items()},
