@@ -83,11 +83,9 @@ def main(argv=None) -> dict:
 
     from cider_mer.data.synth import write_synthetic
     from cider_mer.io_utils import atomic_write_json, versions
-    from cider_mer.training.batches import shuffled_batches
     from cider_mer.training.config import TrainConfig
-    from cider_mer.training.trainer import (build_optimizer, device_split, mssd_step, prepare, resolve_device,
-                                            validate)
-    from cider_mer.missing import sample_training_keep
+    from cider_mer.training.trainer import (EpochRandomness, build_optimizer, device_split, prepare, resolve_device,
+                                            train_epoch, validate)
 
     device = resolve_device(args.device)
     precision = "fp32" if args.exact else args.precision
@@ -116,20 +114,16 @@ def main(argv=None) -> dict:
     optimizer = build_optimizer(model, cfg)
     if args.compile:
         model.backbone = torch.compile(model.backbone)
-    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    rng = EpochRandomness(torch.Generator().manual_seed(cfg.seed + 2),
+                          torch.Generator(device=device).manual_seed(cfg.seed + 1))
 
     rows = []
     for epoch in range(1, args.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        model.train()
         sync(device)
         t = time.perf_counter()
-        for idx in shuffled_batches(train_split.n, cfg.batch_size, shuffle_gen, device):
-            inputs = train_split.inputs(idx)
-            keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, mask_gen)
-            mssd_step(model, optimizer, inputs, train_split.labels.index_select(0, idx), keep, cfg, autocast_dtype)
+        train_epoch(model, optimizer, train_split, cfg, rng, autocast_dtype)
         sync(device)
         train_s = time.perf_counter() - t
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")

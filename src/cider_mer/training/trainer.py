@@ -140,6 +140,47 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
 
 
 @dataclass
+class EpochRandomness:
+    """The two generators of an epoch: batch order (CPU) and missing masks (training device)."""
+
+    shuffle: torch.Generator
+    masks: torch.Generator
+
+
+def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: DeviceSplit, cfg: TrainConfig,
+                rng: EpochRandomness, autocast_dtype: Optional[torch.dtype] = None, progress: bool = False,
+                desc: str = "train") -> tuple[dict[str, torch.Tensor], int]:
+    """One pass of MSSD steps over ``split`` with fresh missing masks per batch.
+
+    Returns the summed loss terms (device tensors: no host sync) and the number of batches. On
+    the CPU each batch is cut to its longest text first (exact; saves padded work).
+    """
+    from tqdm.auto import tqdm
+
+    device = split.device
+    model.train()
+    if cfg.length_buckets:
+        order = bucketed_batches(split.text_mask.sum(dim=1).cpu(), cfg.batch_size, rng.shuffle, device)
+    else:
+        order = shuffled_batches(split.n, cfg.batch_size, rng.shuffle, device)
+    n_batches = math.ceil(split.n / cfg.batch_size)
+    sums: dict[str, torch.Tensor] = {}
+    bar = tqdm(order, total=n_batches, desc=desc, disable=not progress, leave=False)
+    for idx in bar:
+        inputs = split.inputs(idx)
+        if device.type == "cpu":
+            inputs = inputs.trim_text()
+        keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
+                                    cfg.train_missing)
+        logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype)
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if progress and device.type == "cpu":  # on a GPU, reading the loss would sync every batch
+            bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+    return sums, n_batches
+
+
+@dataclass
 class Prepared:
     """What a run builds from its config and data before the first epoch."""
 
@@ -292,7 +333,6 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
 
-    train_lengths = train_split.text_mask.sum(dim=1).cpu()
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
     include_encoder = not cfg.freeze_text_encoder
@@ -307,34 +347,13 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
             torch.cuda.set_rng_state(gens["cuda"])
     metric = SELECTION_METRIC[cfg.task]
     started = time.time() - book["seconds"]
-    from tqdm.auto import tqdm
-
     while book["epoch"] < cfg.epochs and not book["stopped_early"]:
         epoch = book["epoch"] + 1
-        model.train()
         t0 = time.time()
-        sums: dict[str, torch.Tensor] = {}
-        n_batches = math.ceil(train_split.n / cfg.batch_size)
-        if cfg.length_buckets:
-            order = bucketed_batches(train_lengths, cfg.batch_size, shuffle_gen, device)
-        else:
-            order = shuffled_batches(train_split.n, cfg.batch_size, shuffle_gen, device)
-        bar = tqdm(order, total=n_batches,
-                   desc=f"epoch {epoch}", disable=not progress, leave=False)
-        for idx in bar:
-            inputs = train_split.inputs(idx)
-            if device.type == "cpu":
-                inputs = inputs.trim_text()
-            keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, mask_gen,
-                                        cfg.train_missing)
-            logs = mssd_step(model, optimizer, inputs, train_split.labels.index_select(0, idx), keep, cfg,
-                             autocast_dtype)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if progress and device.type == "cpu":  # on a GPU, reading the loss would sync every batch
-                bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+        sums, n_batches = train_epoch(model, optimizer, train_split, cfg, EpochRandomness(shuffle_gen, mask_gen),
+                                      autocast_dtype, progress=progress, desc=f"epoch {epoch}")
         train_seconds = time.time() - t0
-        row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / n_batches for k, v in sums.items()},
+        row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / max(n_batches, 1) for k, v in sums.items()},
                                "train_seconds": round(train_seconds, 3)}
         row.update(validate(model, valid_split, cfg, cf_ids, autocast_dtype))
         value = row[f"val_{metric}"]

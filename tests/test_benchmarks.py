@@ -1,0 +1,25 @@
+"""The speed benchmark runs on a CPU at tiny size (what CI can check; the figures come from GPUs)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+
+
+def test_train_speed_tiny_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIDER_CACHE_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "speed.json"
+    summary = module.main(["--tiny", "--epochs", "2", "--device", "cpu", "--exact", "--out", str(out)])
+    stored = json.loads(out.read_text())
+    assert stored["precision"] == "fp32" and stored["exact"] and stored["device"] == "cpu"
+    assert [r["epoch"] for r in stored["epochs"]] == [1, 2]
+    for row in stored["epochs"]:
+        assert row["train_s"] > 0 and row["eval_s"] > 0
+        assert 0.0 <= row["val_acc2"] <= 100.0
+    assert math.isclose(summary["median_train_s_epochs_2_5"], stored["epochs"][1]["train_s"])
+    assert stored["versions"]["torch"] and "train_speed.py" in stored["command"]
