@@ -156,7 +156,7 @@ def main(argv=None) -> None:
         "",
         *[f"- {shift_line(args.out, t)}" for t in tasks],
         *per_seed_lines(aggs),
-        f"- wall time: " + ", ".join(f"{s}/{t} {v / 60:.1f} min" for (s, t), v in timings.items())
+        "- wall time: " + ", ".join(f"{s}/{t} {v / 60:.1f} min" for (s, t), v in timings.items())
         + f"; total {(time.time() - t0) / 60:.1f} min (this run; finished parts are skipped on re-runs)",
     ])
     atomic_write_text(args.out / "mosi_results.md", section + "\n")

@@ -34,10 +34,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from cider_mer.ablation.variants import VARIANTS, config_differences, get_variant, parse_variants
-from cider_mer.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json, to_jsonable, versions
+from cider_mer.io_utils import atomic_write_json, atomic_write_text, read_json, to_jsonable, versions
 from cider_mer.metrics import RATES_DEFAULT
 from cider_mer.training.config import TrainConfig
 from cider_mer.training.trainer import CONFIG_FILE, LOG_FILE, RunError
+from cider_mer.plots import save_figure
 
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
@@ -431,10 +432,7 @@ def plot_report(agg: dict[str, Any], path: str | Path) -> None:
     ax2.set_title(f"AUILC {label} ± std over {len(agg['training_seeds'])} training seed(s)")
     ax2.grid(alpha=0.3, axis="y")
     fig.suptitle(f"Ablation, {agg['task']} task, {agg['split']} split")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_outputs(agg: dict[str, Any], out: str | Path) -> dict[str, Path]:

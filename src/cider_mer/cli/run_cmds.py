@@ -34,7 +34,8 @@ def parse_seeds(text: str) -> list[int]:
         raise typer.BadParameter(f"seeds must be comma-separated integers, got '{text}'") from None
 
 
-def build_config(config: Optional[Path], overrides: dict) -> "TrainConfig":  # noqa: F821
+def build_config(config: Optional[Path], overrides: dict):
+    """A TrainConfig from a JSON file (or the defaults) with the command-line values that were given."""
     from cider_mer.training.config import TrainConfig
 
     base = TrainConfig.from_file(config).to_dict() if config else TrainConfig().to_dict()

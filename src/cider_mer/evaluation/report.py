@@ -10,7 +10,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from cider_mer.io_utils import atomic_path, atomic_write_json, atomic_write_text
+from cider_mer.io_utils import atomic_write_json, atomic_write_text
+from cider_mer.plots import save_figure
 
 PLOT_METRICS = {"binary": ("non0_acc2", "non0_f1"), "seven": ("acc7", "f1_7")}
 LABELS = {"non0_acc2": "Acc2 (Non0)", "non0_f1": "F1 (Non0)", "has0_acc2": "Acc2 (Has0)", "has0_f1": "F1 (Has0)",
@@ -83,10 +84,7 @@ def plot_results(results: dict[str, Any], path: str | Path, title: str = "") -> 
     ax.set_title(title or f"{results['task']} task, {results['split']} split, {len(results['seeds'])} seed(s)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

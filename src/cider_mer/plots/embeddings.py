@@ -11,8 +11,8 @@ from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import CLASS_NAMES
 from cider_mer.evaluation.predict import predict
 from cider_mer.evaluation.protocol import LoadedRun, eval_split
-from cider_mer.io_utils import atomic_path
 from cider_mer.missing import EvalMissingness
+from cider_mer.plots import save_figure
 
 
 def joint_embeddings(run: LoadedRun, data: MerDataset, rates: Sequence[float], split: str = "test",
@@ -64,10 +64,4 @@ def plot_embeddings(run: LoadedRun, data: MerDataset, rates: Sequence[float], ou
         ax.set_yticks([])
     axes[0][0].legend(markerscale=2, fontsize=8)
     fig.suptitle(f"joint representations ({method.upper()}), {split} split, {run.run_dir.name}")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -20,9 +20,9 @@ from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import CLASS_NAMES
 from cider_mer.evaluation.predict import predict
 from cider_mer.evaluation.protocol import LoadedRun, eval_split
-from cider_mer.io_utils import atomic_path
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.maci.tau import debias, select_tau
+from cider_mer.plots import save_figure
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -77,10 +77,4 @@ def plot_maci(run: LoadedRun, data: MerDataset, index: int, out: str | Path, spl
         ax.set_ylim(0, 1.1)
     text = (steps["text"] or "")[:90]
     fig.suptitle(f"{split} sample {index} (true class in red): {text}", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out, steps
+    return save_figure(fig, out), steps
