@@ -19,7 +19,7 @@ from cider_mer.data.ood_split import (
     write_ood_split,
 )
 
-MOSI_CSV = Path("/work/shared/data/mosi/label.csv")
+from conftest import MOSI_CSV  # ../shared/data/mosi/label.csv beside the checkout (or $CIDER_SHARED_DIR)
 MANIFEST_KEYS = {"seed", "task", "group_by_video", "source", "sizes", "ids", "biased_words", "priors", "scoring"}
 
 
