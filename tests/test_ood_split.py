@@ -20,6 +20,7 @@ from cider_mer.data.ood_split import (
 )
 
 from conftest import MOSI_CSV  # ../shared/data/mosi/label.csv beside the checkout (or $CIDER_SHARED_DIR)
+
 MANIFEST_KEYS = {"seed", "task", "group_by_video", "source", "sizes", "ids", "biased_words", "priors", "scoring"}
 
 
