@@ -99,3 +99,17 @@ def test_cli_train_and_eval(trained, tmp_path, capsys):
         main(["eval", "--run", str(tmp_path / "missing"), "--data", str(trained["data"]), "--out", str(tmp_path / "x")])
     assert e.value.code == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_tau_is_chosen_without_the_test_labels(trained):
+    """Scrambling every test label changes the metrics but not one tau: tau comes from validation."""
+    run = load_run(trained["run"], device="cpu")
+    ds = load_dataset(trained["data"])
+    res = evaluate(run, ds, trained["data"], rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False)
+    test = ds["test"]
+    rng = np.random.default_rng(0)
+    test.regression_labels = rng.uniform(-3, 3, size=test.n).astype(np.float32)
+    test.classification_labels = rng.integers(0, 3, size=test.n)
+    scrambled = evaluate(run, ds, trained["data"], rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False)
+    assert scrambled["tau"]["per_seed"] == res["tau"]["per_seed"]
+    assert scrambled["metrics"]["non0_acc2"]["per_seed"] != res["metrics"]["non0_acc2"]["per_seed"]
