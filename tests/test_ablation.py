@@ -328,13 +328,14 @@ def test_cli_list_and_errors(capsys):
 
 
 def test_cli_ablate_with_default_minilm(tmp_path, capsys):
-    """The CI job: synthetic data, the default frozen MiniLM, two variants, one seed, two epochs."""
+    """The issue's CI job as written: synthetic data at scale 0.05, the default frozen MiniLM, two
+    variants, one seed, two epochs, the default evaluation (RMFM, 11 rates, 3 mask seeds)."""
     from cider_mer.cli import main
 
     data, out = tmp_path / "synth.pkl", tmp_path / "abl"
     main(["data", "synth", "--out", str(data), "--scale", "0.05"])
     args = ["ablate", "--data", str(data), "--task", "binary", "--seeds", "1", "--epochs", "2",
-            "--variants", "full,no_mssd", "--eval-seeds", "0", "--rates", "0,0.5,1", "--out", str(out), "--quiet"]
+            "--variants", "full,no_mssd", "--out", str(out), "--quiet"]
     main(args)
     md = (out / "ablation.md").read_text()
     assert "| `full` | CIDer |" in md and "| `no_mssd` | w/o MSSD: w/o all |" in md
