@@ -85,13 +85,11 @@ def main(argv=None) -> dict:
     from cider_mer.io_utils import atomic_write_json, versions
     from cider_mer.training.config import TrainConfig
     from cider_mer.training.trainer import (EpochRandomness, build_optimizer, device_split, prepare, resolve_device,
-                                            train_epoch, validate)
+                                            set_tf32, train_epoch, validate)
 
     device = resolve_device(args.device)
     precision = "fp32" if args.exact else args.precision
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = not args.exact
-        torch.backends.cudnn.allow_tf32 = not args.exact
+    set_tf32(device, not args.exact)
     if args.exact:
         torch.use_deterministic_algorithms(True, warn_only=True)
     autocast_dtype = torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else None

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from cider_mer.ablation.suite import (REPORT_METRICS, SuiteSettings, aggregate, default_base_config, run_ablation,
-                                      run_dir_for)
+from cider_mer.ablation.suite import (REPORT_METRICS, SuiteSettings, aggregate, compute_seconds, default_base_config,
+                                      results_section, run_ablation, run_dir_for)
 from cider_mer.ablation.variants import VARIANT_NAMES, VARIANTS, config_differences, get_variant, parse_variants
+from cider_mer.io_utils import update_marked_section
 from cider_mer.models.registry import DataShapes, build_model
 from cider_mer.training.config import TrainConfig
 from cider_mer.training.trainer import RunError
@@ -240,6 +241,17 @@ def test_suite_runs_aggregates_and_resumes(env, tmp_path):
     rows = list(csv.DictReader(open(out / "ablation.csv")))
     assert [r["variant"] for r in rows] == ["full", "no_maci"]
     assert float(rows[0]["auilc_non0_acc2_mean"]) == pytest.approx(agg["variants"]["full"]["summary"]["auilc"]["non0_acc2"]["mean"], abs=1e-4)
+    train_s, eval_s, n_runs = compute_seconds(agg)
+    assert n_runs == 4 and train_s > 0 and eval_s > 0
+    assert f"{train_s / 60:.1f} min of training" in md
+
+    # The table can be placed into a results document between its markers, leaving the rest.
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nintro\n\n<!-- ablation:begin -->\nold\n<!-- ablation:end -->\n\nafter\n")
+    update_marked_section(doc, "ablation", results_section(agg))
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("# Results\n\nintro") and text.rstrip().endswith("after")
+    assert "### Ablation study" in text and "| `full` | CIDer |" in text and "\n# Ablation" not in text
 
     # Re-running skips everything (nothing is rewritten under runs/).
     results = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json")}

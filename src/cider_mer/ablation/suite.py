@@ -327,6 +327,25 @@ def _changes_text(changes: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def compute_seconds(agg: dict[str, Any]) -> tuple[float, float, int]:
+    """(training seconds, evaluation seconds, finished runs) summed over the suite's finished runs."""
+    train_s = eval_s = 0.0
+    n = 0
+    for v in agg["variants"].values():
+        for run in v["runs"].values():
+            if run.get("done"):
+                n += 1
+                train_s += float(run.get("train_seconds") or 0.0)
+                eval_s += float(run.get("eval_seconds_stored") or 0.0)
+    return train_s, eval_s, n
+
+
+def results_section(agg: dict[str, Any]) -> str:
+    """The Markdown report as a section of a larger document (its title one level down to ###)."""
+    return markdown_report(agg).replace("# Ablation study", "### Ablation study", 1).replace("## Variants",
+                                                                                            "#### Variants", 1)
+
+
 def markdown_report(agg: dict[str, Any]) -> str:
     metrics = agg["metrics"]
     primary = agg["primary_metric"]
@@ -364,6 +383,11 @@ def markdown_report(agg: dict[str, Any]) -> str:
         lines.append(f"| `{name}` | {_changes_text(v['changes'])} | {terms} | {v['description']} |")
     status = "all runs finished" if agg["finished"] else "INCOMPLETE: some runs are still missing (re-run to continue)"
     lines += ["", f"Status: {status}; updated {agg['updated']}.", ""]
+    train_s, eval_s, n_runs = compute_seconds(agg)
+    if n_runs:
+        lines += [f"Compute: {train_s / 60:.1f} min of training and {eval_s / 60:.1f} min of evaluation, summed over "
+                  f"the {n_runs} finished run(s) as each run logged them (one process; runs of an interrupted suite "
+                  "count once).", ""]
     if agg.get("command"):
         lines += ["Command:", "", "```", agg["command"], "```", ""]
     return "\n".join(lines)

@@ -63,6 +63,9 @@ def ablate_cmd(
                                                             "built-in base), loaded once for the whole suite."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or per-epoch lines."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Also put the table into this Markdown file, "
+                                                                    "between <!-- ablation:begin/end --> markers "
+                                                                    "(e.g. docs/results.md)."),
     show_variants: bool = typer.Option(False, "--list-variants", help="Print the variants and exit."),
 ) -> None:
     """Train and evaluate every ablation variant (Table V) over several training seeds; one table."""
@@ -95,12 +98,17 @@ def ablate_cmd(
     command = _command_line(**{"--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds,
                                "--variants": ",".join(names), "--epochs": epochs, "--eval-seeds": eval_seeds,
                                "--rates": rates, "--config": config, "--text-encoder": text_encoder,
-                               "--freeze-text-encoder": freeze_text_encoder, "--device": device, "--quiet": quiet})
+                               "--freeze-text-encoder": freeze_text_encoder, "--device": device, "--quiet": quiet,
+                               "--results": results})
     agg = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
                        rates=parse_rates(rates), progress=not quiet, log=lambda msg: console.print(msg, markup=False, highlight=False),
                        command=command)
-    from cider_mer.ablation.suite import markdown_report
+    from cider_mer.ablation.suite import markdown_report, results_section
 
+    if results is not None:
+        from cider_mer.io_utils import update_marked_section
+
+        update_marked_section(results, "ablation", results_section(agg))
     table = markdown_report(agg).split("\n\n")
     console.print("\n" + next((block for block in table if block.startswith("| Variant")), ""), markup=False, highlight=False)
 

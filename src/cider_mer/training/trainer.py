@@ -61,6 +61,13 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def set_tf32(device: torch.device, allowed: bool) -> None:
+    """TF32 matmuls/convolutions on CUDA go with bf16 training; fp32 runs stay exact."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
 def build_optimizer(model: MerModel, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam: lr 1e-3 for the model; the encoder gets its own lr with weight decay on
     non-bias, non-LayerNorm weights (as L2 inside Adam, like the reference code)."""
@@ -329,6 +336,7 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
     cf_ids = None if prep.cf_vocab is None else torch.as_tensor(prep.cf_vocab.token_ids, device=device)
     optimizer = build_optimizer(model, cfg)
     autocast_dtype = torch.bfloat16 if (cfg.precision == "bf16" and device.type == "cuda") else None
+    set_tf32(device, cfg.precision == "bf16")
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
 
