@@ -9,6 +9,7 @@ fine-tuned encoder, two-stage MSSD step). Per epoch it prints:
 - ``train_s``: training seconds (no evaluation),
 - ``eval_s``: one full protocol pass on the test split (11 RMFM rates, factual + counterfactual),
 - ``peak_gib``: ``torch.cuda.max_memory_allocated`` (GPU only),
+- ``loss``: the epoch's mean stage-2 objective (CE + weighted distillation terms on incomplete input),
 - ``val_acc2``: validation Non0 Acc2 (complete data, tau chosen on validation).
 
 Examples::
@@ -103,6 +104,7 @@ def main(argv=None) -> dict:
     import os
 
     os.environ.setdefault("CIDER_CACHE_DIR", str(tmp / "cache"))
+    torch.manual_seed(args.seed)  # the random encoder's weights, so that repetitions train the same model
     prep = prepare(cfg, data, data_path, device, encoder=make_encoder(args.tiny))
     model = prep.model
     train_split = device_split(data, "train", prep, data_path)
@@ -121,14 +123,15 @@ def main(argv=None) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         t = time.perf_counter()
-        train_epoch(model, optimizer, train_split, cfg, rng, autocast_dtype)
+        sums, n_batches = train_epoch(model, optimizer, train_split, cfg, rng, autocast_dtype)
         sync(device)
         train_s = time.perf_counter() - t
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        loss = float(sums["loss"]) / max(n_batches, 1)  # read after timing: the only host sync of the epoch
+        peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
         val = validate(model, valid_split, cfg, cf_ids, autocast_dtype)
         eval_s = protocol_pass(model, test_split, cf_ids, cfg.eval_batch_size, data.aligned, autocast_dtype)
         row = {"epoch": epoch, "train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
-               "peak_gib": round(peak, 3), "val_acc2": round(val["val_non0_acc2"], 2)}
+               "peak_gib": peak, "loss": round(loss, 6), "val_acc2": round(val["val_non0_acc2"], 2)}
         rows.append(row)
         print(json.dumps(row), flush=True)
 

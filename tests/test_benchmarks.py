@@ -23,3 +23,9 @@ def test_train_speed_tiny_on_cpu(tmp_path, monkeypatch):
         assert 0.0 <= row["val_acc2"] <= 100.0
     assert math.isclose(summary["median_train_s_epochs_2_5"], stored["epochs"][1]["train_s"])
     assert stored["versions"]["torch"] and "train_speed.py" in stored["command"]
+    assert stored["max_peak_gib"] is None and all(row["peak_gib"] is None for row in stored["epochs"])
+    # --exact repetitions train the same model: the figures of repeated runs are comparable.
+    again = module.main(["--tiny", "--epochs", "1", "--device", "cpu", "--exact"])
+    first = stored["epochs"][0]
+    assert math.isfinite(first["loss"]) and first["loss"] > 0
+    assert (again["epochs"][0]["loss"], again["epochs"][0]["val_acc2"]) == (first["loss"], first["val_acc2"])

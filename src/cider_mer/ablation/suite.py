@@ -386,8 +386,7 @@ def markdown_report(agg: dict[str, Any]) -> str:
     train_s, eval_s, n_runs = compute_seconds(agg)
     if n_runs:
         lines += [f"Compute: {train_s / 60:.1f} min of training and {eval_s / 60:.1f} min of evaluation, summed over "
-                  f"the {n_runs} finished run(s) as each run logged them (one process; runs of an interrupted suite "
-                  "count once).", ""]
+                  f"the {n_runs} finished run(s) as each run logged them.", ""]
     if agg.get("command"):
         lines += ["Command:", "", "```", agg["command"], "```", ""]
     return "\n".join(lines)
