@@ -31,16 +31,15 @@ def base_config(model: str, epochs: int):
     return cfg if model == "cider" else dataclasses.replace(cfg, model=model, model_config={})
 
 
-def eval_rate0(run_dir: Path, data_path: Path, encoder, oracle: bool = False) -> dict:
+def eval_rate0(run_dir: Path, data, data_path: Path, encoder, oracle: bool = False) -> dict:
     """Complete-data test metrics of a run on ``data_path`` (cached next to the run); ``oracle``
     chooses tau on the test labels instead (the authors' protocol, reported for comparison only)."""
-    from cider_mer.data.dataset import load_dataset
     from cider_mer.evaluation.protocol import evaluate, load_run
 
     out = run_dir / f"eval_rate0_{data_path.stem}{'_oracle' if oracle else ''}.json"
     if out.is_file():
         return read_json(out)
-    res = evaluate(load_run(run_dir, encoder=encoder), load_dataset(data_path), data_path, rates=[0.0], seeds=[0],
+    res = evaluate(load_run(run_dir, encoder=encoder), data, data_path, rates=[0.0], seeds=[0],
                    oracle_tau=oracle, progress=False)
     atomic_write_json(out, res)
     return res
@@ -55,6 +54,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     from cider_mer.ablation.suite import run_ablation
+    from cider_mer.data.dataset import load_dataset
     from cider_mer.data.synth import write_synthetic
     from cider_mer.text.encoder import TextEncoder
 
@@ -66,6 +66,7 @@ def main(argv=None) -> None:
         if not files[kind].is_file():
             write_synthetic(files[kind], seed=0, ood=kind == "ood")
     encoder = TextEncoder.from_pretrained(None, frozen=True)
+    datasets = {kind: load_dataset(path) for kind, path in files.items()}
     rows = {}
     for model in MODELS:
         out = args.out / model
@@ -74,14 +75,17 @@ def main(argv=None) -> None:
         for variant in VARIANTS:
             per = {"iid": [], "ood": [], "tau_iid": [], "tau_ood": [], "ood_oracle": [], "seconds": 0.0}
             for seed in agg["training_seeds"]:
-                run_dir = out / agg["variants"][variant]["runs"][str(seed)]["run_dir"]
-                for kind in ("iid", "ood"):
-                    res = eval_rate0(run_dir, files[kind], encoder)
-                    per[kind].append(res["metrics"]["non0_acc2"]["mean"][0])
-                    per[f"tau_{kind}"].append(res["tau"]["mean"][0])
-                oracle = eval_rate0(run_dir, files["ood"], encoder, oracle=True)
+                record = agg["variants"][variant]["runs"][str(seed)]
+                run_dir = out / record["run_dir"]
+                # The suite already evaluated every run on the OOD file it trained on (rate 0, seed 0).
+                per["ood"].append(record["rate0"]["non0_acc2"])
+                per["tau_ood"].append(record["tau_rate0"])
+                res = eval_rate0(run_dir, datasets["iid"], files["iid"], encoder)
+                per["iid"].append(res["metrics"]["non0_acc2"]["mean"][0])
+                per["tau_iid"].append(res["tau"]["mean"][0])
+                oracle = eval_rate0(run_dir, datasets["ood"], files["ood"], encoder, oracle=True)
                 per["ood_oracle"].append(oracle["metrics"]["non0_acc2"]["mean"][0])
-                per["seconds"] += agg["variants"][variant]["runs"][str(seed)].get("train_seconds", 0.0)
+                per["seconds"] += record.get("train_seconds", 0.0)
             per["params"] = agg["variants"][variant]["params_excluding_text_encoder"]
             rows[(model, variant)] = per
     lines = [

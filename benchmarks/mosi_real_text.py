@@ -92,12 +92,9 @@ def per_seed_lines(aggs: dict[tuple[str, str], dict]) -> list[str]:
         metric = agg["primary_metric"]
         for variant in VARIANTS:
             v = agg["variants"][variant]
-            vals = [v["runs"][str(s)].get("rate0", {}).get(metric) for s in agg["training_seeds"]]
-            taus = []
-            for s in agg["training_seeds"]:
-                path = Path(agg["out"]) / v["runs"][str(s)]["run_dir"] / "eval" / "results.json"
-                if path.is_file():
-                    taus.append(read_json(path)["tau"]["mean"][0])
+            runs = [v["runs"][str(s)] for s in agg["training_seeds"]]
+            vals = [run.get("rate0", {}).get(metric) for run in runs]
+            taus = [run["tau_rate0"] for run in runs if run.get("tau_rate0") is not None]
             shown = ", ".join("—" if x is None else f"{x:.2f}" for x in vals)
             tau_txt = ", ".join(f"{t:.2f}" for t in taus)
             lines.append(f"- {setting.upper()} {task} {LABEL[variant]}: rate-0 {metric} per seed {shown}; "
@@ -128,6 +125,7 @@ def main(argv=None) -> None:
         sys.exit(f"error: {args.csv}: no such file (the real MOSI transcripts)")
 
     from cider_mer.ablation.suite import run_ablation
+    from cider_mer.cli.run_cmds import parse_seeds
     from cider_mer.demo import cpu_friendly_config
 
     tasks = [t for t in args.tasks.split(",") if t]
@@ -142,9 +140,8 @@ def main(argv=None) -> None:
                                            model_config={"layers": 3, "heads": 8})
             out = args.out / f"{setting}_{task}"
             agg = run_ablation(base, files[(setting, task)], out, variants=list(VARIANTS), n_seeds=args.seeds,
-                               eval_seeds=[int(s) for s in args.eval_seeds.split(",")], progress=False,
+                               eval_seeds=parse_seeds(args.eval_seeds), progress=False,
                                command="python benchmarks/mosi_real_text.py " + " ".join(argv or sys.argv[1:]))
-            agg["out"] = str(out)
             aggs[(setting, task)] = agg
     encoder = "fine-tuned all-MiniLM-L6-v2 (3 MCT layers, 8 heads)" if args.finetune else \
         "frozen all-MiniLM-L6-v2, cached features; 2 MCT layers, 2 heads, length-bucketed batches"

@@ -85,15 +85,15 @@ def main(argv=None) -> dict:
     from cider_mer.data.synth import write_synthetic
     from cider_mer.io_utils import atomic_write_json, versions
     from cider_mer.training.config import TrainConfig
-    from cider_mer.training.trainer import (EpochRandomness, build_optimizer, device_split, prepare, resolve_device,
-                                            set_tf32, train_epoch, validate)
+    from cider_mer.training.trainer import (EpochRandomness, autocast_dtype_for, build_optimizer, device_split,
+                                            prepare, resolve_device, set_tf32, train_epoch, validate)
 
     device = resolve_device(args.device)
     precision = "fp32" if args.exact else args.precision
     set_tf32(device, not args.exact)
     if args.exact:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    autocast_dtype = torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else None
+    autocast_dtype = autocast_dtype_for(precision, device)
 
     tmp = Path(tempfile.mkdtemp(prefix="cider-speed-"))
     data_path = tmp / "synth.pkl"

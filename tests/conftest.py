@@ -60,6 +60,18 @@ def tiny_dict():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the duration of a test: tiny models gain nothing from more, and a
+    shared 2-core machine loses a lot to thread oversubscription."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def mosi_csv():
     if not MOSI_CSV.is_file():
         pytest.skip(f"real MOSI labels not available at {MOSI_CSV}")

@@ -48,14 +48,9 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def small_cpu(tmp_path, monkeypatch):
-    """Cache in tmp; one intra-op thread (tiny models gain nothing from more, and a shared 2-core
-    machine loses a lot to thread oversubscription)."""
+def small_cpu(tmp_path, monkeypatch, one_torch_thread):
+    """Feature cache in tmp; one intra-op thread."""
     monkeypatch.setenv("CIDER_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_base(env, **kw) -> TrainConfig:

@@ -39,14 +39,8 @@ def cache_dir(env, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread; two threads crawl when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """Tiny models train fastest on one thread (the shared fixture in conftest.py)."""
 
 
 def base_cfg(env, **kw) -> TrainConfig:

@@ -65,6 +65,11 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def json_normal(obj: Any) -> Any:
+    """JSON round trip, so stored and freshly built settings compare equal."""
+    return json.loads(json.dumps(to_jsonable(obj)))
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 

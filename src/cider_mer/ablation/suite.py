@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,8 +32,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from cider_mer.ablation.variants import VARIANTS, config_differences, get_variant, parse_variants
-from cider_mer.io_utils import atomic_write_json, atomic_write_text, read_json, to_jsonable, versions
+from cider_mer.ablation.variants import VARIANTS, changes_text, config_differences, get_variant, parse_variants
+from cider_mer.io_utils import atomic_write_json, atomic_write_text, json_normal, read_json, versions
 from cider_mer.metrics import RATES_DEFAULT
 from cider_mer.training.config import TrainConfig
 from cider_mer.training.trainer import CONFIG_FILE, LOG_FILE, RunError
@@ -72,11 +71,6 @@ def run_dir_for(out: str | Path, variant: str, seed: int) -> Path:
     return Path(out) / "runs" / variant / f"seed{seed}"
 
 
-def _normal(obj: Any) -> Any:
-    """JSON round trip, so stored and fresh settings compare equal."""
-    return json.loads(json.dumps(to_jsonable(obj)))
-
-
 @dataclass
 class SuiteSettings:
     """Everything that defines one ablation suite (stored in ``ablation.json``)."""
@@ -105,14 +99,14 @@ class SuiteSettings:
 def _results_match(results: dict[str, Any], settings: SuiteSettings) -> bool:
     return (results.get("missing_mode") == MISSING_MODE and results.get("split") == EVAL_SPLIT
             and results.get("seeds") == [int(s) for s in settings.eval_seeds]
-            and _normal(results.get("rates")) == _normal([float(r) for r in settings.rates]))
+            and json_normal(results.get("rates")) == json_normal([float(r) for r in settings.rates]))
 
 
 def _check_run_settings(run_dir: Path, cfg: TrainConfig, data_key: str) -> None:
     """Refuse a run directory that was trained with other settings or another dataset."""
     meta = read_json(run_dir / CONFIG_FILE)
     old = meta.get("train")
-    if _normal(old) != _normal(cfg.to_dict()):
+    if json_normal(old) != json_normal(cfg.to_dict()):
         try:
             diff = config_differences(TrainConfig.from_dict(old), cfg)
             detail = ", ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diff.items())
@@ -252,6 +246,7 @@ def aggregate(settings: SuiteSettings, statuses: Optional[dict[tuple[str, int], 
                     rate0[m].append(r0)
                     curves[m].append([float(x) for x in res["metrics"][m]["mean"]])
                     record["auilc"][m], record["rate0"][m] = a, (None if i0 is None else r0)
+                record["tau_rate0"] = None if i0 is None else float(res["tau"]["mean"][i0])
                 record["eval_seconds_stored"] = res.get("seconds")
                 record.update(_train_log_summary(run_dir, SELECTION_METRIC[settings.task]))
                 if params is None:
@@ -269,7 +264,7 @@ def aggregate(settings: SuiteSettings, statuses: Optional[dict[tuple[str, int], 
         }
         variants[name] = {
             "label": var.label, "description": var.description, "changes": var.changes,
-            "config": _normal(var.apply(settings.base).to_dict()),
+            "config": json_normal(var.apply(settings.base).to_dict()),
             "seeds_done": done_seeds, "complete": len(done_seeds) == len(settings.seeds),
             "params_excluding_text_encoder": params, "mssd_terms": mssd_terms,
             "summary": summary, "runs": runs,
@@ -298,7 +293,7 @@ def aggregate(settings: SuiteSettings, statuses: Optional[dict[tuple[str, int], 
         "aggregation": "mean ± std (ddof=0) over training seeds of per-run values; each per-run value is the "
                        "mean over evaluation seeds; AUILC = trapezoid over the rates",
         "data": {"file": Path(settings.data_path).name, "sha256_16": key},
-        "base_config": _normal(settings.base.to_dict()),
+        "base_config": json_normal(settings.base.to_dict()),
         "variants": variants,
         "finished": all(v["complete"] for v in variants.values()),
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -313,18 +308,6 @@ def _pm(stats: dict[str, Any], digits: int = 2) -> str:
     if stats.get("mean") is None:
         return "—"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
-def _changes_text(changes: dict[str, Any]) -> str:
-    if not changes:
-        return "—"
-    parts = []
-    for k, v in changes.items():
-        if isinstance(v, dict):
-            parts += [f"{k}.{kk}={json.dumps(vv)}" for kk, vv in v.items()]
-        else:
-            parts.append(f"{k}={json.dumps(v)}")
-    return ", ".join(parts)
 
 
 def compute_seconds(agg: dict[str, Any]) -> tuple[float, float, int]:
@@ -346,8 +329,28 @@ def results_section(agg: dict[str, Any]) -> str:
                                                                                             "#### Variants", 1)
 
 
-def markdown_report(agg: dict[str, Any]) -> str:
+def summary_table(agg: dict[str, Any]) -> str:
+    """The Markdown table of the report: one row per variant (AUILC and rate-0 figures, Δ, params)."""
     metrics = agg["metrics"]
+    primary = agg["primary_metric"]
+    n_seeds = len(agg["training_seeds"])
+    lab = lambda m: METRIC_LABELS.get(m, m)  # noqa: E731
+    head = (["Variant", "Table V row"] + [f"AUILC {lab(m)}" for m in metrics] + [f"{lab(m)} r=0" for m in metrics]
+            + [f"Δ {lab(primary)}", "Params*", "Seeds"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in agg["variants"].items():
+        s = v["summary"]
+        delta = v["delta_auilc_vs_full"]
+        cells = [f"`{name}`", v["label"]]
+        cells += [_pm(s["auilc"][m]) for m in metrics] + [_pm(s["rate0"][m]) for m in metrics]
+        cells += ["—" if delta is None or name == "full" else f"{delta:+.2f}",
+                  "—" if v["params_excluding_text_encoder"] is None else f"{v['params_excluding_text_encoder']:,}",
+                  f"{len(v['seeds_done'])}/{n_seeds}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(agg: dict[str, Any]) -> str:
     primary = agg["primary_metric"]
     lab = lambda m: METRIC_LABELS.get(m, m)  # noqa: E731
     n_seeds = len(agg["training_seeds"])
@@ -364,23 +367,11 @@ def markdown_report(agg: dict[str, Any]) -> str:
         f"Δ = AUILC {lab(primary)} minus the `full` row.",
         "",
     ]
-    head = (["Variant", "Table V row"] + [f"AUILC {lab(m)}" for m in metrics] + [f"{lab(m)} r=0" for m in metrics]
-            + [f"Δ {lab(primary)}", "Params*", "Seeds"])
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, v in agg["variants"].items():
-        s = v["summary"]
-        delta = v["delta_auilc_vs_full"]
-        cells = [f"`{name}`", v["label"]]
-        cells += [_pm(s["auilc"][m]) for m in metrics] + [_pm(s["rate0"][m]) for m in metrics]
-        cells += ["—" if delta is None or name == "full" else f"{delta:+.2f}",
-                  "—" if v["params_excluding_text_encoder"] is None else f"{v['params_excluding_text_encoder']:,}",
-                  f"{len(v['seeds_done'])}/{n_seeds}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "\\* trainable parameters outside the text encoder.", "", "## Variants", "",
+    lines += [summary_table(agg), "", "\\* trainable parameters outside the text encoder.", "", "## Variants", "",
               "| Variant | Changes to the base config | MSSD terms on | What it removes |", "|---|---|---|---|"]
     for name, v in agg["variants"].items():
         terms = "—" if v["mssd_terms"] is None else (", ".join(v["mssd_terms"]) or "none")
-        lines.append(f"| `{name}` | {_changes_text(v['changes'])} | {terms} | {v['description']} |")
+        lines.append(f"| `{name}` | {changes_text(v['changes'])} | {terms} | {v['description']} |")
     status = "all runs finished" if agg["finished"] else "INCOMPLETE: some runs are still missing (re-run to continue)"
     lines += ["", f"Status: {status}; updated {agg['updated']}.", ""]
     train_s, eval_s, n_runs = compute_seconds(agg)
@@ -404,7 +395,7 @@ def csv_report(agg: dict[str, Any]) -> str:
     w.writerow(cols)
     fmt = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
     for name, v in agg["variants"].items():
-        row = [name, v["label"], _changes_text(v["changes"]) if v["changes"] else "", len(v["seeds_done"]), len(agg["training_seeds"]),
+        row = [name, v["label"], changes_text(v["changes"]) if v["changes"] else "", len(v["seeds_done"]), len(agg["training_seeds"]),
                "" if v["params_excluding_text_encoder"] is None else v["params_excluding_text_encoder"]]
         for kind in ("auilc", "rate0"):
             for m in metrics:
@@ -497,9 +488,9 @@ def run_ablation(base: TrainConfig, data_path: str | Path, out: str | Path, vari
         raise ValueError("at least one evaluation seed is needed")
     data = load_dataset(settings.data_path)
     if encoder is None and base.freeze_text_encoder:
-        from cider_mer.text.encoder import TextEncoder
+        from cider_mer.training.trainer import load_encoder
 
-        encoder = TextEncoder.from_pretrained(base.text_encoder, frozen=True)
+        encoder = load_encoder(base)
     elif encoder is not None and not base.freeze_text_encoder:
         raise ValueError("a shared text encoder only makes sense with a frozen encoder (freeze_text_encoder)")
     settings.out.mkdir(parents=True, exist_ok=True)

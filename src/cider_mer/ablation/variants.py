@@ -24,6 +24,7 @@ variant equals the base (the suite still runs it, so the table stays complete).
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -49,9 +50,6 @@ class Variant:
             else:
                 values[key] = value
         return dataclasses.replace(base, **values)
-
-    def __call__(self, base: TrainConfig) -> TrainConfig:
-        return self.apply(base)
 
 
 def _check_backbone_keys(model: str, keys: dict[str, Any], variant: str) -> None:
@@ -116,9 +114,17 @@ def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
     return [n for n in VARIANT_NAMES if n in wanted]
 
 
-def variant_config(name: str, base: TrainConfig) -> TrainConfig:
-    """Shorthand: the config of variant ``name`` for ``base``."""
-    return get_variant(name).apply(base)
+def changes_text(changes: dict[str, Any]) -> str:
+    """``{"head": "linear", "model_config": {"use_mct": False}}`` -> 'head="linear", model_config.use_mct=false'."""
+    if not changes:
+        return "—"
+    parts = []
+    for k, v in changes.items():
+        if isinstance(v, dict):
+            parts += [f"{k}.{kk}={json.dumps(vv)}" for kk, vv in v.items()]
+        else:
+            parts.append(f"{k}={json.dumps(v)}")
+    return ", ".join(parts)
 
 
 def config_differences(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:

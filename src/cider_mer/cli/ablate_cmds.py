@@ -31,14 +31,13 @@ def _command_line(**opts) -> str:
 def list_variants() -> None:
     from rich.table import Table
 
-    from cider_mer.ablation.suite import _changes_text
-    from cider_mer.ablation.variants import describe_variants
+    from cider_mer.ablation.variants import changes_text, describe_variants
 
     table = Table(show_header=True, header_style="bold")
     for col in ("variant", "Table V row", "changes", "what it removes"):
         table.add_column(col)
     for row in describe_variants():
-        table.add_row(row["name"], row["label"], _changes_text(row["changes"]), row["description"])
+        table.add_row(row["name"], row["label"], changes_text(row["changes"]), row["description"])
     console.print(table)
 
 
@@ -76,25 +75,16 @@ def ablate_cmd(
         raise typer.BadParameter("--data and --out are required (or use --list-variants)")
     from cider_mer.ablation.suite import DEFAULT_EPOCHS, default_base_config, run_ablation
     from cider_mer.ablation.variants import parse_variants
-    from cider_mer.cli.run_cmds import parse_rates, parse_seeds
-    from cider_mer.training.config import TrainConfig
+    from cider_mer.cli.run_cmds import build_config, parse_rates, parse_seeds
 
     if seeds < 1:
         raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")
     if epochs is not None and epochs < 1:
         raise typer.BadParameter(f"--epochs must be >= 1, got {epochs}")
     names = parse_variants(variants)
-    if config is not None:
-        base = TrainConfig.from_file(config).to_dict()
-        if epochs is not None:
-            base["epochs"] = epochs
-    else:
-        base = default_base_config(task or "binary", epochs or DEFAULT_EPOCHS).to_dict()
-    for key, value in (("task", task), ("text_encoder", text_encoder), ("freeze_text_encoder", freeze_text_encoder),
-                       ("device", device)):
-        if value is not None:
-            base[key] = value
-    cfg = TrainConfig.from_dict(base)
+    default = None if config else default_base_config(task or "binary", epochs or DEFAULT_EPOCHS)
+    cfg = build_config(config, dict(epochs=epochs, task=task, text_encoder=text_encoder,
+                                    freeze_text_encoder=freeze_text_encoder, device=device), default=default)
     command = _command_line(**{"--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds,
                                "--variants": ",".join(names), "--epochs": epochs, "--eval-seeds": eval_seeds,
                                "--rates": rates, "--config": config, "--text-encoder": text_encoder,
@@ -103,14 +93,13 @@ def ablate_cmd(
     agg = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
                        rates=parse_rates(rates), progress=not quiet, log=lambda msg: console.print(msg, markup=False, highlight=False),
                        command=command)
-    from cider_mer.ablation.suite import markdown_report, results_section
+    from cider_mer.ablation.suite import results_section, summary_table
 
     if results is not None:
         from cider_mer.io_utils import update_marked_section
 
         update_marked_section(results, "ablation", results_section(agg))
-    table = markdown_report(agg).split("\n\n")
-    console.print("\n" + next((block for block in table if block.startswith("| Variant")), ""), markup=False, highlight=False)
+    console.print("\n" + summary_table(agg), markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,11 +34,12 @@ def parse_seeds(text: str) -> list[int]:
         raise typer.BadParameter(f"seeds must be comma-separated integers, got '{text}'") from None
 
 
-def build_config(config: Optional[Path], overrides: dict):
-    """A TrainConfig from a JSON file (or the defaults) with the command-line values that were given."""
+def build_config(config: Optional[Path], overrides: dict, default=None):
+    """A TrainConfig from a JSON file (else ``default``, else the defaults) with the command-line
+    values that were given."""
     from cider_mer.training.config import TrainConfig
 
-    base = TrainConfig.from_file(config).to_dict() if config else TrainConfig().to_dict()
+    base = (TrainConfig.from_file(config) if config else default or TrainConfig()).to_dict()
     for k, v in overrides.items():
         if v is None:
             continue
@@ -83,7 +84,8 @@ def train_cmd(
     model_cfg = {k: v for k, v in (("layers", layers), ("heads", heads)) if v is not None}
     overrides = dict(task=task, model=model, epochs=epochs, patience=patience, batch_size=batch_size, seed=seed,
                      text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device,
-                     precision=precision, encoder_precision=encoder_precision, length_buckets=length_buckets, model_config=model_cfg or None)
+                     precision=precision, encoder_precision=encoder_precision, length_buckets=length_buckets,
+                     model_config=model_cfg or None)
     if no_maci:
         overrides.update(head="linear", counterfactual=False)
     if resume and config is None and (out / CONFIG_FILE).is_file():

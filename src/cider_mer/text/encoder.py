@@ -91,8 +91,9 @@ class TextEncoder(nn.Module):
     """A BERT-family encoder: (ids, mask, segment) of shape (B, L) -> states (B, L, D_t).
 
     On the CPU, computation is trimmed to the longest real text in the batch (on a GPU that would
-    cost a host sync); padded positions come back as zeros either way (every consumer masks them). With ``frozen=True`` the weights never train, the module
-    stays in eval mode and no graph is built. ``compute_dtype=torch.bfloat16`` runs the encoder
+    cost a host sync); padded positions come back as zeros either way (every consumer masks
+    them). With ``frozen=True`` the weights never train, the module stays in eval mode and no
+    graph is built. ``compute_dtype=torch.bfloat16`` runs the encoder
     under bf16 autocast (about 2x faster on CPUs with bf16 instructions; states come back float32).
     """
 

@@ -61,6 +61,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def autocast_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The model's autocast dtype: bf16 only for ``precision="bf16"`` on CUDA, else None (fp32)."""
+    return torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else None
+
+
 def set_tf32(device: torch.device, allowed: bool) -> None:
     """TF32 matmuls/convolutions on CUDA go with bf16 training; fp32 runs stay exact."""
     if device.type == "cuda":
@@ -335,7 +340,7 @@ def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: st
     valid_split = device_split(data, "valid", prep, data_path)
     cf_ids = None if prep.cf_vocab is None else torch.as_tensor(prep.cf_vocab.token_ids, device=device)
     optimizer = build_optimizer(model, cfg)
-    autocast_dtype = torch.bfloat16 if (cfg.precision == "bf16" and device.type == "cuda") else None
+    autocast_dtype = autocast_dtype_for(cfg.precision, device)
     set_tf32(device, cfg.precision == "bf16")
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]

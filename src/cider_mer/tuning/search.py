@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from cider_mer.data.labels import SELECTION_METRIC
-from cider_mer.io_utils import atomic_write_json, atomic_write_text
+from cider_mer.io_utils import atomic_write_json, atomic_write_text, json_normal
 from cider_mer.training.config import TrainConfig
 from cider_mer.tuning.space import TABLE_II, Param, apply_params, clean_params, params_key, space_size
 from cider_mer.tuning.storage import RetryCrashedTrial, default_storage_url, mask_url, open_storage
@@ -206,9 +206,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_settings(study: Any, settings: dict[str, Any], storage_shown: str) -> None:
     """Store the settings in a new study; refuse to add trials with other settings to an old one."""
-    import json
-
-    ours = json.loads(json.dumps(settings))
+    ours = json_normal(settings)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, ours)
@@ -319,7 +317,7 @@ def _tell(study: Any, trial: Any, log: Callable[[str], None], **kwargs: Any) -> 
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and value is not None else str(value)
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
 
 
 @dataclass
@@ -360,7 +358,6 @@ def _run_trial(ctx: _Context, trial: Any) -> Optional[str]:
                 return None
             params = {p.name: p.suggest(trial) for p in ctx.space}
             key = params_key(params, ctx.space)
-            census = take_census(study, ctx.space)
             same = [t for t in census.finished if params_key(t.params, ctx.space) == key and t.number != number]
             if same:
                 orig = same[0]
@@ -436,9 +433,8 @@ def _run_trial(ctx: _Context, trial: Any) -> Optional[str]:
                 trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); parameters re-queued" if interrupted
                                     else f"{type(exc).__name__}: {str(exc)[:300]}")
                 _tell(study, trial, ctx.log, state=TrialState.FAIL)
-                if interrupted and ctx.storage.get_trial(trial_id).params:
-                    # Interrupted, not broken: queue the same parameters again, like a crashed worker's.
-                    RetryCrashedTrial()(study, ctx.storage.get_trial(trial_id))
+                if interrupted:  # not broken: queue the same parameters again, like a crashed worker's
+                    RetryCrashedTrial()(study, frozen)
             raise
 
 
@@ -501,9 +497,9 @@ def tune(base: TrainConfig, data_path: str | Path, out_dir: str | Path, n_trials
             raise TuneError(f"study '{name}' in {shown} minimises; expected a study created by `cider tune`")
         check_settings(study, _settings(base, data_path, space), shown)
         if encoder is None and base.freeze_text_encoder:
-            from cider_mer.text.encoder import TextEncoder
+            from cider_mer.training.trainer import load_encoder
 
-            encoder = TextEncoder.from_pretrained(base.text_encoder, frozen=True)
+            encoder = load_encoder(base)
         ctx = _Context(study, rdb, rdb.get_study_id_from_name(name), base, data, data_path, out_dir, space, n_trials,
                        encoder, progress, heartbeat_interval, log, on_epoch, shown)
         metric = SELECTION_METRIC[base.task]
