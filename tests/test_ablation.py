@@ -14,7 +14,8 @@ from cider_mer.ablation.suite import (REPORT_METRICS, SuiteSettings, aggregate, 
                                       results_section, run_ablation, run_dir_for)
 from cider_mer.ablation.variants import VARIANT_NAMES, VARIANTS, config_differences, get_variant, parse_variants
 from cider_mer.io_utils import update_marked_section
-from cider_mer.models.registry import DataShapes, build_model
+from cider_mer.models.interface import DataShapes
+from cider_mer.models.registry import build_model
 from cider_mer.training.config import TrainConfig
 from cider_mer.training.trainer import RunError
 from helpers import tiny_bert_dir, tiny_data_file

@@ -194,7 +194,8 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
 
 def _param_counts(run_dir: Path) -> Optional[int]:
     """Parameters outside the text encoder, rebuilt from the run's config (no weights read)."""
-    from cider_mer.models.registry import DataShapes, build_model
+    from cider_mer.models.interface import DataShapes
+    from cider_mer.models.registry import build_model
 
     try:
         meta = read_json(run_dir / CONFIG_FILE)

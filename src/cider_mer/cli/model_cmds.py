@@ -33,7 +33,8 @@ def model_info(
 ) -> None:
     """Parameter counts of a model for given shapes (the text encoder itself is not built)."""
     from cider_mer.data.labels import num_classes
-    from cider_mer.models.registry import DataShapes, build_model, get_spec
+    from cider_mer.models.interface import DataShapes
+    from cider_mer.models.registry import build_model, get_spec
 
     if data is not None:
         from cider_mer.data.dataset import load_dataset

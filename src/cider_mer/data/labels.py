@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TASKS: dict[str, int] = {"binary": 3, "seven": 7}
+TASKS: dict[str, int] = {"binary": 3, "seven": 7, "regression": 1}
 CLASS_NAMES: dict[str, list[str]] = {
     "binary": ["negative", "neutral", "positive"],
     "seven": ["-3", "-2", "-1", "0", "+1", "+2", "+3"],

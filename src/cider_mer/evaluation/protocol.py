@@ -27,7 +27,8 @@ from cider_mer.maci.tau import TAU_GRID, debias, select_tau
 from cider_mer.metrics import LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, task_metrics
 from cider_mer.missing import SMM_SUBSETS, EvalMissingness, check_mode
 from cider_mer.models.interface import MerModel
-from cider_mer.models.registry import DataShapes, build_model
+from cider_mer.models.interface import DataShapes
+from cider_mer.models.registry import build_model
 from cider_mer.text.cache import cached_text_features
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training.batches import DeviceSplit

@@ -1,1 +1,6 @@
-"""Architectures (one file per model), the backbone/head contract and the registry."""
+"""Architectures (one file per model), the backbone/head contract and the registry.
+
+Importing this package registers the built-in models (each module's ``@register_backbone``).
+"""
+
+from cider_mer.models import cider, late_fusion  # noqa: F401  (registration)

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, ModelInputs, Reconstructions
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, Reconstructions
 from cider_mer.models.layers.mct import MultimodalCompositeTransformer
 from cider_mer.models.layers.pooling import AttentionPooling
 from cider_mer.models.layers.wsam import WordAlignedAttention
-from cider_mer.models.registry import DataShapes, register_backbone
+from cider_mer.models.registry import register_backbone
 
 _DROPOUTS = ("attn_dropout", "embed_dropout", "out_dropout", "relu_dropout", "res_dropout")
 
@@ -119,14 +119,6 @@ class CIDer(Backbone):
         self.recon_audio_out = nn.Linear(e, shapes.audio_dim)
         self.recon_vision_time = nn.Linear(vision_steps, shapes.vision_len)
         self.recon_vision_out = nn.Linear(e, shapes.vision_dim)
-
-    def encode_text(self, inputs: ModelInputs) -> torch.Tensor:
-        """Text-encoder states (B, L, D_t): ``inputs.text_features`` when given, else the encoder's."""
-        if inputs.text_features is not None:
-            return inputs.text_features
-        if self.text_encoder is None:
-            raise ValueError("CIDer was built without a text encoder, so every batch needs text_features")
-        return self.text_encoder(inputs.text_ids, inputs.text_mask, inputs.text_segment)
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> BackboneOutput:
         """Joint (B, 3E), text states (B, L, D_t), last MCT logits (B, H, S, S), validity (B, S).

@@ -13,11 +13,35 @@ D_t text-encoder width, H heads, S fused sequence length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Optional
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # typing only: missing.py imports this module
+    from cider_mer.missing import KeepMasks
+
+
+@dataclass(frozen=True)
+class DataShapes:
+    """What a model must know about the data: widths, sequence lengths, alignment, output width.
+
+    ``num_classes`` is the head's output width: 3 / 7 classes, or 1 for the regression task.
+    """
+
+    text_dim: int  # D_t, the text encoder's width (384 MiniLM, 768 bert-base)
+    audio_dim: int
+    vision_dim: int
+    text_len: int
+    audio_len: int
+    vision_len: int
+    aligned: bool
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -63,6 +87,8 @@ class ModelInputs:
 
 @dataclass
 class Reconstructions:
+    """What a backbone predicts of the complete inputs from an incomplete pass (MSSD's L_recon)."""
+
     text: torch.Tensor  # (B, L, D_t) predicted encoder states
     audio: torch.Tensor  # (B, T_a, d_a) predicted raw frames
     vision: torch.Tensor  # (B, T_v, d_v) predicted raw frames
@@ -70,21 +96,70 @@ class Reconstructions:
 
 @dataclass
 class BackboneOutput:
+    """One pass of a backbone. ``extras`` carries what its own objective needs (auxiliary heads' raw
+    outputs, intermediate features), keyed by names the backbone documents."""
+
     joint: torch.Tensor  # (B, J) joint representation z
     text_states: torch.Tensor  # (B, L, D_t) text-encoder states used by this pass
     attention_logits: Optional[torch.Tensor] = None  # (B, H, S, S) last fusion layer, pre-softmax
     attention_mask: Optional[torch.Tensor] = None  # (B, S) 1 = real position of the fused sequence
     reconstructions: Optional[Reconstructions] = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
 class ModelOutput:
-    log_probs: torch.Tensor  # (B, C) class log-probabilities
-    joint: torch.Tensor  # (B, J)
-    text_states: torch.Tensor  # (B, L, D_t)
-    attention_logits: Optional[torch.Tensor] = None  # (B, H, S, S)
-    attention_mask: Optional[torch.Tensor] = None  # (B, S)
-    reconstructions: Optional[Reconstructions] = None
+    """A backbone pass plus the head: ``log_probs`` (B, C) class log-probabilities, or for the
+    regression task (C = 1) the predicted score itself."""
+
+    log_probs: torch.Tensor  # (B, C)
+    backbone: BackboneOutput
+
+    @property
+    def joint(self) -> torch.Tensor:  # (B, J)
+        return self.backbone.joint
+
+    @property
+    def text_states(self) -> torch.Tensor:  # (B, L, D_t)
+        return self.backbone.text_states
+
+    @property
+    def attention_logits(self) -> Optional[torch.Tensor]:  # (B, H, S, S)
+        return self.backbone.attention_logits
+
+    @property
+    def attention_mask(self) -> Optional[torch.Tensor]:  # (B, S)
+        return self.backbone.attention_mask
+
+    @property
+    def reconstructions(self) -> Optional[Reconstructions]:
+        return self.backbone.reconstructions
+
+
+# (raw head outputs (B, C) -- logits, or (B, 1) scores for regression --, labels (B,)) -> scalar loss:
+# cross-entropy for the classification tasks, L1 for regression.
+TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ObjectiveBatch:
+    """What a backbone's own training objective may read (see :meth:`Backbone.objective_terms`)."""
+
+    incomplete: BackboneOutput  # the pass on the inputs with missing positions applied
+    complete: Optional[BackboneOutput]  # the pass on complete inputs (when ``needs_complete_pass``)
+    inputs: ModelInputs  # the complete inputs
+    incomplete_inputs: ModelInputs  # the same batch with missing positions applied ([UNK] / zero frames)
+    keep: "KeepMasks"  # which valid positions were kept (B, L) / (B, T_a) / (B, T_v), bool
+    labels: torch.Tensor  # (B,) class ids (long), or scores in [-3, 3] (float) for regression
+    task_loss: TaskLoss
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How the trainer runs one epoch of a backbone (see :meth:`Backbone.epoch_plan`)."""
+
+    complete_only: bool = False  # train on complete inputs: no training missingness this epoch
+    selectable: bool = True  # the epoch's model may be chosen as the checkpoint (and counts for patience)
 
 
 class Backbone(nn.Module):
@@ -101,26 +176,54 @@ class Backbone(nn.Module):
 
     ``supports_reconstruction`` / ``supports_attention`` say whether the output can carry
     reconstructions and fusion-attention logits; MSSD drops the terms a backbone cannot feed.
+
+    Training hooks (defaults: none): ``objective_terms`` adds the model's own published auxiliary
+    losses, ``needs_complete_pass`` asks the trainer for a pass on complete inputs to feed them, and
+    ``epoch_plan`` lets a model with a staged recipe (e.g. pre-training, then a frozen backbone)
+    shape each epoch.
     """
 
     joint_dim: int
     text_encoder: Optional[nn.Module]
     supports_reconstruction: bool = True
     supports_attention: bool = True
+    needs_complete_pass: bool = False
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> BackboneOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def encode_text(self, inputs: ModelInputs) -> torch.Tensor:
+        """Text-encoder states (B, L, D_t): ``inputs.text_features`` when given, else the encoder's."""
+        if inputs.text_features is not None:
+            return inputs.text_features
+        if self.text_encoder is None:
+            raise ValueError(f"{type(self).__name__} was built without a text encoder, so every batch needs "
+                             "text_features")
+        return self.text_encoder(inputs.text_ids, inputs.text_mask, inputs.text_segment)
+
+    def objective_terms(self, batch: ObjectiveBatch) -> dict[str, torch.Tensor]:
+        """The model's own auxiliary training losses, each already weighted (scalars); {} for none.
+
+        The trainer adds them to the task loss of the head on ``batch.incomplete``.
+        """
+        return {}
+
+    def epoch_plan(self, epoch: int) -> EpochPlan:
+        """Called before training epoch ``epoch`` (1-based); may also (un)freeze parameters."""
+        return EpochPlan()
+
 
 class LinearHead(nn.Module):
-    """The plain classifier head used without MACI: (B, J) -> (B, C) log-probabilities."""
+    """The plain head used without MACI: (B, J) -> (B, C) log-probabilities, or (B, 1) the score
+    when ``num_classes == 1`` (the regression task)."""
 
     def __init__(self, joint_dim: int, num_classes: int):
         super().__init__()
         self.out = nn.Linear(joint_dim, num_classes)
 
     def forward(self, joint: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self.out(joint), dim=-1)
+        out = self.out(joint)
+        return out if self.out.out_features == 1 else torch.log_softmax(out, dim=-1)
 
 
 class MerModel(nn.Module):
@@ -133,14 +236,7 @@ class MerModel(nn.Module):
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> ModelOutput:
         out = self.backbone(inputs, need_recon=need_recon)
-        return ModelOutput(
-            log_probs=self.head(out.joint),
-            joint=out.joint,
-            text_states=out.text_states,
-            attention_logits=out.attention_logits,
-            attention_mask=out.attention_mask,
-            reconstructions=out.reconstructions,
-        )
+        return ModelOutput(log_probs=self.head(out.joint), backbone=out)
 
     @property
     def text_encoder(self) -> Optional[nn.Module]:

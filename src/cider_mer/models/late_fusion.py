@@ -19,8 +19,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from cider_mer.models.interface import Backbone, BackboneOutput, ModelInputs
-from cider_mer.models.registry import DataShapes, register_backbone
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs
+from cider_mer.models.registry import register_backbone
 
 
 @dataclass
@@ -57,11 +57,7 @@ class LateFusion(Backbone):
         return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, e), nn.ReLU(), nn.Linear(e, e))
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> BackboneOutput:
-        states = inputs.text_features
-        if states is None:
-            if self.text_encoder is None:
-                raise ValueError("late_fusion: no text encoder and no precomputed text_features")
-            states = self.text_encoder(inputs.text_ids, inputs.text_mask, inputs.text_segment)
+        states = self.encode_text(inputs)
         h_text, _ = self.text_rnn(self.text_proj(states))
         g_l = _masked_mean(h_text, inputs.text_mask)
         g_a = self.audio_net(_masked_mean(inputs.audio, inputs.audio_mask))

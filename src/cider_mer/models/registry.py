@@ -12,28 +12,13 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from cider_mer.models.interface import Backbone, LinearHead, MerModel
-
-
-@dataclass(frozen=True)
-class DataShapes:
-    """What a model must know about the data: widths, sequence lengths, alignment, classes."""
-
-    text_dim: int  # D_t, the text encoder's width (384 MiniLM, 768 bert-base)
-    audio_dim: int
-    vision_dim: int
-    text_len: int
-    audio_len: int
-    vision_len: int
-    aligned: bool
-    num_classes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from cider_mer.models.interface import Backbone, DataShapes, LinearHead, MerModel
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
+    """A registered backbone: its config dataclass, its builder and where it comes from."""
+
     name: str
     config_cls: type
     build: Callable[[Any, DataShapes, Optional[nn.Module]], Backbone]
@@ -54,13 +39,8 @@ def register_backbone(name: str, config_cls: type, description: str, source: str
     return wrap
 
 
-def _load_builtin() -> None:
-    # Importing the model modules runs their @register_backbone decorators.
-    from cider_mer.models import cider, late_fusion  # noqa: F401
-
-
 def available_models() -> dict[str, BackboneSpec]:
-    _load_builtin()
+    """Every registered backbone by name (the built-in ones register when ``cider_mer.models`` is imported)."""
     return dict(_REGISTRY)
 
 

@@ -36,7 +36,8 @@ from cider_mer.maci.tau import select_tau
 from cider_mer.metrics import task_metrics
 from cider_mer.missing import KeepMasks, apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.interface import ModelInputs, MerModel
-from cider_mer.models.registry import DataShapes, build_model, get_spec, make_config
+from cider_mer.models.interface import DataShapes
+from cider_mer.models.registry import build_model, get_spec, make_config
 from cider_mer.text.cache import cached_text_features, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
