@@ -11,7 +11,6 @@ accuracy is read on both files. tau is chosen on validation. Three training seed
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -25,23 +24,25 @@ VARIANTS = ("full", "no_maci")
 
 
 def base_config(model: str, epochs: int):
-    from cider_mer.demo import cpu_friendly_config
+    from cider_mer.training.presets import cpu_friendly_config
 
     cfg = cpu_friendly_config("binary", epochs=epochs)
-    return cfg if model == "cider" else dataclasses.replace(cfg, model=model, model_config={})
+    return cfg if model == "cider" else cfg.with_overrides(model=model, mssd=True)
 
 
-def eval_rate0(run_dir: Path, data, data_path: Path, encoder, oracle: bool = False) -> dict:
-    """Complete-data test metrics of a run on ``data_path`` (cached next to the run); ``oracle``
-    chooses tau on the test labels instead (the authors' protocol, reported for comparison only)."""
-    from cider_mer.evaluation.protocol import evaluate, load_run
+def eval_rate0(run_dir: Path, data, encoder, oracle: bool = False):
+    """Complete-data test metrics of a run on ``data`` (an EvalResults, cached next to the run as results.json);
+    ``oracle`` chooses tau on the test labels instead (the authors' protocol, reported for comparison only)."""
+    from cider_mer.evaluation.protocol import evaluate
+    from cider_mer.evaluation.results import EvalResults
+    from cider_mer.runs import load_run
 
-    out = run_dir / f"eval_rate0_{data_path.stem}{'_oracle' if oracle else ''}.json"
+    out = run_dir / f"eval_rate0_{Path(data.path).stem}{'_oracle' if oracle else ''}.json"
     if out.is_file():
-        return read_json(out)
-    res = evaluate(load_run(run_dir, encoder=encoder), data, data_path, rates=[0.0], seeds=[0],
-                   oracle_tau=oracle, progress=False)
-    atomic_write_json(out, res)
+        return EvalResults.from_dict(read_json(out))
+    res = evaluate(load_run(run_dir, encoder=encoder), data, rates=[0.0], seeds=[0], oracle_tau=oracle,
+                   progress=False)
+    atomic_write_json(out, res.to_dict())
     return res
 
 
@@ -70,23 +71,24 @@ def main(argv=None) -> None:
     rows = {}
     for model in MODELS:
         out = args.out / model
-        agg = run_ablation(base_config(model, args.epochs), files["ood"], out, variants=list(VARIANTS),
-                           n_seeds=args.seeds, eval_seeds=[0], rates=[0.0], progress=False, encoder=encoder)
+        table = run_ablation(base_config(model, args.epochs), files["ood"], out, variants=list(VARIANTS),
+                             n_seeds=args.seeds, eval_seeds=[0], rates=[0.0], progress=False, encoder=encoder)
         for variant in VARIANTS:
+            summary = table.variants[variant]
             per = {"iid": [], "ood": [], "tau_iid": [], "tau_ood": [], "ood_oracle": [], "seconds": 0.0}
-            for seed in agg["training_seeds"]:
-                record = agg["variants"][variant]["runs"][str(seed)]
-                run_dir = out / record["run_dir"]
+            for seed in table.training_seeds:
+                record = summary.runs[seed]
+                run_dir = out / record.run_dir
                 # The suite already evaluated every run on the OOD file it trained on (rate 0, seed 0).
-                per["ood"].append(record["rate0"]["non0_acc2"])
-                per["tau_ood"].append(record["tau_rate0"])
-                res = eval_rate0(run_dir, datasets["iid"], files["iid"], encoder)
-                per["iid"].append(res["metrics"]["non0_acc2"]["mean"][0])
-                per["tau_iid"].append(res["tau"]["mean"][0])
-                oracle = eval_rate0(run_dir, datasets["ood"], files["ood"], encoder, oracle=True)
-                per["ood_oracle"].append(oracle["metrics"]["non0_acc2"]["mean"][0])
-                per["seconds"] += record.get("train_seconds", 0.0)
-            per["params"] = agg["variants"][variant]["params_excluding_text_encoder"]
+                per["ood"].append(record.rate0["non0_acc2"])
+                per["tau_ood"].append(record.tau_rate0)
+                res = eval_rate0(run_dir, datasets["iid"], encoder)
+                per["iid"].append(res.at_rate("non0_acc2", 0.0))
+                per["tau_iid"].append(res.tau_at_rate(0.0))
+                oracle = eval_rate0(run_dir, datasets["ood"], encoder, oracle=True)
+                per["ood_oracle"].append(oracle.at_rate("non0_acc2", 0.0))
+                per["seconds"] += record.train_seconds
+            per["params"] = summary.params_excluding_text_encoder
             rows[(model, variant)] = per
     lines = [
         "### MACI on the synthetic data (complete data, test Non0 Acc2)",

@@ -54,9 +54,8 @@ def make_encoder(tiny: bool):
     return TextEncoder(BertModel(cfg, add_pooling_layer=False), name="bert-base-random" if not tiny else "tiny-random")
 
 
-def protocol_pass(model, split, cf_ids, batch_size: int, aligned: bool, autocast_dtype) -> float:
+def protocol_pass(run, split, aligned: bool) -> float:
     """Seconds for one RMFM pass over 11 rates (factual + counterfactual), one mask seed."""
-    from cider_mer.evaluation.predict import predict
     from cider_mer.metrics import RATES_DEFAULT
     from cider_mer.missing import EvalMissingness
 
@@ -65,7 +64,7 @@ def protocol_pass(model, split, cf_ids, batch_size: int, aligned: bool, autocast
     t = time.perf_counter()
     em = EvalMissingness("RMFM", *split.padding_masks(), seed=0, aligned=aligned)
     for rate in RATES_DEFAULT:
-        predict(model, split, em.masks(rate), cf_ids, batch_size, autocast_dtype=autocast_dtype)
+        run.debiaser.predict(run.model, split, em.masks(rate))
     sync(device)
     return time.perf_counter() - t
 
@@ -85,8 +84,8 @@ def main(argv=None) -> dict:
     from cider_mer.data.synth import write_synthetic
     from cider_mer.io_utils import atomic_write_json, versions
     from cider_mer.training.config import TrainConfig
-    from cider_mer.training.trainer import (EpochRandomness, autocast_dtype_for, build_optimizer, device_split,
-                                            prepare, resolve_device, set_tf32, train_epoch, validate)
+    from cider_mer.runs import Run, autocast_dtype_for, resolve_device
+    from cider_mer.training.trainer import EpochRandomness, build_optimizer, set_tf32, train_epoch, validate
 
     device = resolve_device(args.device)
     precision = "fp32" if args.exact else args.precision
@@ -105,12 +104,9 @@ def main(argv=None) -> dict:
 
     os.environ.setdefault("CIDER_CACHE_DIR", str(tmp / "cache"))
     torch.manual_seed(args.seed)  # the random encoder's weights, so that repetitions train the same model
-    prep = prepare(cfg, data, data_path, device, encoder=make_encoder(args.tiny))
-    model = prep.model
-    train_split = device_split(data, "train", prep, data_path)
-    valid_split = device_split(data, "valid", prep, data_path)
-    test_split = device_split(data, "test", prep, data_path)
-    cf_ids = torch.as_tensor(prep.cf_vocab.token_ids, device=device)
+    run = Run.create(cfg, data, tmp / "run", encoder=make_encoder(args.tiny))
+    model = run.model
+    train_split, valid_split, test_split = (run.split(data, name) for name in ("train", "valid", "test"))
     optimizer = build_optimizer(model, cfg)
     if args.compile:
         model.backbone = torch.compile(model.backbone)
@@ -128,8 +124,8 @@ def main(argv=None) -> dict:
         train_s = time.perf_counter() - t
         loss = float(sums["loss"]) / max(n_batches, 1)  # read after timing: the only host sync of the epoch
         peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
-        val = validate(model, valid_split, cfg, cf_ids, autocast_dtype)
-        eval_s = protocol_pass(model, test_split, cf_ids, cfg.eval_batch_size, data.aligned, autocast_dtype)
+        val = validate(run, valid_split)
+        eval_s = protocol_pass(run, test_split, data.aligned)
         row = {"epoch": epoch, "train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
                "peak_gib": peak, "loss": round(loss, 6), "val_acc2": round(val["val_non0_acc2"], 2)}
         rows.append(row)

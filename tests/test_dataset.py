@@ -192,3 +192,78 @@ def test_save_is_atomic_on_failure(tmp_path):
 class _Unpicklable:
     def __reduce__(self):
         raise TypeError("cannot pickle")
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 19, item 7: empty splits, repeated ids, token ids beyond the encoder
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_empty_split_is_named(tmp_path, split):
+    d = make_dataset_dict()
+    d[split] = {k: v[:0] for k, v in d[split].items()}
+    path = tmp_path / "empty.pkl"
+    save_dataset(d, path)
+    with pytest.raises(DatasetError,
+                       match=rf"empty\.pkl \[split '{split}'\]: expected at least one sample, found 0 rows"):
+        load_dataset(path)
+
+
+def test_repeated_id_within_a_split_is_named(tmp_path):
+    d = make_dataset_dict()
+    d["valid"]["id"][7] = d["valid"]["id"][2]
+    path = tmp_path / "dup.pkl"
+    save_dataset(d, path)
+    with pytest.raises(DatasetError, match=r"dup\.pkl \[split 'valid', key 'id'\]: expected unique ids, "
+                                           r"'vid0\$_\$2' appears more than once \(samples 2 and 7\)"):
+        load_dataset(path)
+
+
+def test_ids_repeated_across_splits():
+    from cider_mer.data.dataset import check_unique_ids
+
+    d = make_dataset_dict()
+    for name in ("train", "valid", "test"):
+        d[name]["id"] = np.array([f"{name}{i}" for i in range(len(d[name]["id"]))], dtype=object)
+    check_unique_ids(dataset_from_dict(d, source="f.pkl"))
+    d["test"]["id"][4] = "train9"
+    with pytest.raises(DatasetError, match=r"f\.pkl \[split 'test', key 'id'\]: expected ids unique across the splits, "
+                                           r"'train9' \(sample 4\) is also sample 9 of split 'train'"):
+        check_unique_ids(dataset_from_dict(d, source="f.pkl"))
+
+
+def test_token_ids_beyond_the_encoder_vocabulary():
+    from cider_mer.data.dataset import check_vocabulary
+
+    d = make_dataset_dict()  # token ids 101, 102 and 1000..4999
+    ds = dataset_from_dict(d, source="f.pkl")
+    assert ds.max_token_id() == int(max(d[s]["text_bert"][:, 0].max() for s in d))
+    check_vocabulary(ds, 6000, "tiny-bert", type_vocab_size=2, max_positions=64)
+    d["valid"]["text_bert"][3, 0, 1] = 31000
+    ds = dataset_from_dict(d, source="f.pkl")
+    assert ds.max_token_id() == 31000
+    with pytest.raises(DatasetError, match=r"f\.pkl \[split 'valid', key 'text_bert'\]: largest token id 31000 "
+                                           r"\(sample 3\) is beyond the vocabulary of text encoder 'tiny-bert' "
+                                           r"\(6000 entries, ids 0\.\.5999\)"):
+        check_vocabulary(ds, 6000, "tiny-bert")
+    d = make_dataset_dict()
+    d["train"]["text_bert"][0, 2, 0] = 5
+    with pytest.raises(DatasetError, match=r"split 'train', key 'text_bert'\]: largest segment id 5 \(sample 0\)"):
+        check_vocabulary(dataset_from_dict(d, source="f.pkl"), 6000, "tiny-bert", type_vocab_size=2)
+    with pytest.raises(DatasetError, match=r"text length L_t=12 is beyond the 8 positions of text encoder 'tiny-bert'"):
+        check_vocabulary(dataset_from_dict(make_dataset_dict(), source="f.pkl"), 6000, "tiny-bert", max_positions=8)
+
+
+def test_vocabulary_check_stops_what_would_crash_the_encoder():
+    """Without the check, an out-of-vocabulary id is an IndexError deep in the embedding lookup."""
+    import torch
+
+    from cider_mer.data.dataset import check_vocabulary
+
+    d = make_dataset_dict()
+    d["train"]["text_bert"][0, 0, 1] = 7000
+    ds = dataset_from_dict(d, source="f.pkl")
+    with pytest.raises(IndexError):
+        torch.nn.Embedding(6000, 4)(torch.as_tensor(ds["train"].text_ids))
+    with pytest.raises(DatasetError, match="largest token id 7000"):
+        check_vocabulary(ds, 6000, "tiny-bert")

@@ -7,10 +7,11 @@ import pytest
 
 from cider_mer.cli import main
 from cider_mer.data.dataset import load_dataset
-from cider_mer.evaluation.protocol import evaluate, load_run
+from cider_mer.evaluation.protocol import evaluate
 from cider_mer.evaluation.report import write_report
+from cider_mer.runs import RunError, load_run
 from cider_mer.training.config import TrainConfig
-from cider_mer.training.trainer import RunError, train
+from cider_mer.training.trainer import train
 from helpers import tiny_bert_dir, tiny_data_file
 
 
@@ -23,14 +24,15 @@ def trained(tmp_path_factory):
     bert, data = tiny_bert_dir(root), tiny_data_file(root)
     cfg = TrainConfig(text_encoder=str(bert), freeze_text_encoder=True, epochs=2, batch_size=16, eval_batch_size=32,
                       model_config={"layers": 1, "heads": 2}, device="cpu", seed=3)
-    train(cfg, load_dataset(data), data, root / "run", progress=False)
+    train(cfg, load_dataset(data), root / "run", progress=False)
     return {"root": root, "bert": bert, "data": data, "run": root / "run"}
 
 
 def test_results_schema_and_files(trained, tmp_path):
     run = load_run(trained["run"], device="cpu")
     ds = load_dataset(trained["data"])
-    res = evaluate(run, ds, trained["data"], rates=[0.0, 0.5, 1.0], seeds=[0, 1], progress=False)
+    results = evaluate(run, ds, rates=[0.0, 0.5, 1.0], seeds=[0, 1], progress=False)
+    res = results.to_dict()  # the results.json schema
     assert res["missing_mode"] == "RMFM" and res["rates"] == [0.0, 0.5, 1.0]
     for name in ("non0_acc2", "non0_f1", "has0_acc2", "acc3"):
         m = res["metrics"][name]
@@ -46,7 +48,7 @@ def test_results_schema_and_files(trained, tmp_path):
     assert "validation" in res["tau_selection"] and len(res["tau"]["mean"]) == 3
     # rate 0 is complete data: every seed gives the same value
     assert np.allclose(ps[:, 0], ps[0, 0])
-    paths = write_report(res, tmp_path / "rep")
+    paths = write_report(results, tmp_path / "rep")
     back = json.loads(paths["json"].read_text())
     assert back["metrics"]["non0_acc2"]["mean"] == res["metrics"]["non0_acc2"]["mean"]
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
@@ -55,15 +57,15 @@ def test_results_schema_and_files(trained, tmp_path):
 
 def test_smm_table_has_the_six_subsets(trained):
     run = load_run(trained["run"], device="cpu")
-    res = evaluate(run, load_dataset(trained["data"]), trained["data"], mode="SMM", seeds=[0], progress=False)
+    res = evaluate(run, load_dataset(trained["data"]), mode="SMM", seeds=[0], progress=False).to_dict()
     assert res["points"] == ["LAV", "L", "A", "V", "LA", "LV", "AV"] and res["auilc"] == {}
 
 
 def test_oracle_tau_is_labelled_and_never_below_validation_choice(trained):
     run = load_run(trained["run"], device="cpu")
     ds = load_dataset(trained["data"])
-    val = evaluate(run, ds, trained["data"], rates=[0.0, 0.3], seeds=[0], progress=False)
-    ora = evaluate(run, ds, trained["data"], rates=[0.0, 0.3], seeds=[0], oracle_tau=True, progress=False)
+    val = evaluate(run, ds, rates=[0.0, 0.3], seeds=[0], progress=False).to_dict()
+    ora = evaluate(run, ds, rates=[0.0, 0.3], seeds=[0], oracle_tau=True, progress=False).to_dict()
     assert ora["tau_selection"].startswith("oracle")
     assert all(o >= v - 1e-9 for o, v in zip(ora["metrics"]["non0_acc2"]["mean"], val["metrics"]["non0_acc2"]["mean"]))
 
@@ -78,10 +80,10 @@ def test_bad_run_dirs_and_mismatched_data(trained, tmp_path):
     other = tiny_data_file(tmp_path, "other.pkl", da=6)
     run = load_run(trained["run"], device="cpu")
     with pytest.raises(RunError, match=r"audio_dim: run 5, file 6"):
-        evaluate(run, load_dataset(other), other, progress=False)
+        evaluate(run, load_dataset(other), progress=False).to_dict()
     # same dims, other content and lengths: cross-dataset evaluation works
     cross = tiny_data_file(tmp_path, "cross.pkl", seed=5, L=14, Ta=30, Tv=16)
-    res = evaluate(run, load_dataset(cross), cross, rates=[0.0, 1.0], seeds=[0], progress=False)
+    res = evaluate(run, load_dataset(cross), rates=[0.0, 1.0], seeds=[0], progress=False).to_dict()
     assert res["data"]["file"] == "cross.pkl"
 
 
@@ -105,11 +107,38 @@ def test_tau_is_chosen_without_the_test_labels(trained):
     """Scrambling every test label changes the metrics but not one tau: tau comes from validation."""
     run = load_run(trained["run"], device="cpu")
     ds = load_dataset(trained["data"])
-    res = evaluate(run, ds, trained["data"], rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False)
+    res = evaluate(run, ds, rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False).to_dict()
     test = ds["test"]
     rng = np.random.default_rng(0)
     test.regression_labels = rng.uniform(-3, 3, size=test.n).astype(np.float32)
     test.classification_labels = rng.integers(0, 3, size=test.n)
-    scrambled = evaluate(run, ds, trained["data"], rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False)
+    scrambled = evaluate(run, ds, rates=[0.0, 0.4, 0.8], seeds=[0, 1], progress=False).to_dict()
     assert scrambled["tau"]["per_seed"] == res["tau"]["per_seed"]
     assert scrambled["metrics"]["non0_acc2"]["per_seed"] != res["metrics"]["non0_acc2"]["per_seed"]
+
+
+def test_selection_and_testing_run_at_the_runs_precision(trained, monkeypatch):
+    """A bf16 run (CUDA autocast) must choose its checkpoint and tau and be tested at the same precision:
+    every prediction of validation, evaluation and the MACI plot gets the run's autocast dtype."""
+    import torch
+
+    import cider_mer.inference as inference
+    import cider_mer.runs as runs
+    from cider_mer.plots.maci import maci_steps
+    from cider_mer.training.trainer import validate
+
+    monkeypatch.setattr(runs, "autocast_dtype_for", lambda precision, device: torch.bfloat16)
+    seen = []
+    real = inference.predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("autocast_dtype", args[6] if len(args) > 6 else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict", spy)
+    run = load_run(trained["run"], device="cpu")
+    ds = load_dataset(trained["data"])
+    validate(run, run.split(ds, "valid"))
+    evaluate(run, ds, rates=[0.0, 0.5], seeds=[0], progress=False)
+    maci_steps(run, ds, 0)
+    assert len(seen) >= 6 and all(dtype is torch.bfloat16 for dtype in seen)

@@ -6,7 +6,7 @@ import pytest
 
 from cider_mer.cli import main
 from cider_mer.data.dataset import load_dataset
-from cider_mer.evaluation.protocol import load_run
+from cider_mer.runs import load_run
 from cider_mer.training.config import TrainConfig
 from cider_mer.training.trainer import train
 from helpers import tiny_bert_dir, tiny_data_file
@@ -46,7 +46,7 @@ def run(tmp_path_factory):
     bert, data = tiny_bert_dir(root), tiny_data_file(root)
     cfg = TrainConfig(text_encoder=str(bert), freeze_text_encoder=True, epochs=1, batch_size=16,
                       model_config={"layers": 1, "heads": 2}, device="cpu")
-    train(cfg, load_dataset(data), data, root / "run", progress=False)
+    train(cfg, load_dataset(data), root / "run", progress=False)
     return root, data
 
 
@@ -61,9 +61,9 @@ def test_plot_embeddings_and_maci(run, capsys):
     assert "after_mcm" in out and "true class" in out
     from cider_mer.plots.maci import maci_steps
 
-    steps = maci_steps(load_run(root / "run", device="cpu"), load_dataset(data), 3, data_path=data)
+    steps = maci_steps(load_run(root / "run", device="cpu"), load_dataset(data), 3)
     for key in ("biased", "after_mcm", "after_cf"):
-        assert abs(steps[key].sum() - 1) < 1e-5
+        assert abs(getattr(steps, key).sum() - 1) < 1e-5
     with pytest.raises(SystemExit) as e:
         main(["plot", "maci", "--run", str(root / "run"), "--data", str(data), "--index", "999"])
     assert e.value.code == 2

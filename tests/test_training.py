@@ -12,9 +12,10 @@ from cider_mer.data.dataset import load_dataset
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.registry import build_model
 from cider_mer.training import losses
-from cider_mer.training.batches import DeviceSplit
+from cider_mer.batches import DeviceSplit
 from cider_mer.training.config import TrainConfig
-from cider_mer.training.trainer import RunError, mssd_step, shapes_for, train
+from cider_mer.runs import RunError, shapes_for
+from cider_mer.training.trainer import mssd_step, train
 from helpers import tiny_bert_dir, tiny_data_file
 
 NO_DROPOUT = {"embed_dropout": 0.0, "out_dropout": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
@@ -86,7 +87,7 @@ def test_training_never_reads_the_test_split(env, tmp_path):
             raise AssertionError(f"training read the test split ({name})")
 
     data.splits["test"] = Forbidden()
-    result = train(cfg_for(env, epochs=2), data, env["data"], tmp_path / "run", progress=False)
+    result = train(cfg_for(env, epochs=2), data, tmp_path / "run", progress=False)
     assert result.epochs_run == 2
     rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -96,7 +97,7 @@ def test_training_never_reads_the_test_split(env, tmp_path):
 def test_resume_gives_the_same_run(env, tmp_path):
     data = load_dataset(env["data"])
     cfg = cfg_for(env, epochs=4, model_config={"layers": 1, "heads": 2, "embed_dropout": 0.3})
-    full = train(cfg, data, env["data"], tmp_path / "full", progress=False)
+    full = train(cfg, data, tmp_path / "full", progress=False)
 
     class Killed(Exception):
         pass
@@ -106,10 +107,10 @@ def test_resume_gives_the_same_run(env, tmp_path):
             raise Killed()
 
     with pytest.raises(Killed):
-        train(cfg, data, env["data"], tmp_path / "cut", progress=False, epoch_callback=kill_after_two)
+        train(cfg, data, tmp_path / "cut", progress=False, epoch_callback=kill_after_two)
     with pytest.raises(RunError, match="--resume"):
-        train(cfg, data, env["data"], tmp_path / "cut", progress=False)
-    resumed = train(cfg, data, env["data"], tmp_path / "cut", resume=True, progress=False)
+        train(cfg, data, tmp_path / "cut", progress=False)
+    resumed = train(cfg, data, tmp_path / "cut", resume=True, progress=False)
     assert resumed.best_value == full.best_value and resumed.best_epoch == full.best_epoch
     a = list(csv.DictReader(open(tmp_path / "full" / "train_log.csv")))
     b = list(csv.DictReader(open(tmp_path / "cut" / "train_log.csv")))
@@ -123,28 +124,29 @@ def test_resume_gives_the_same_run(env, tmp_path):
 
 def test_resume_refuses_changed_settings(env, tmp_path):
     data = load_dataset(env["data"])
-    train(cfg_for(env, epochs=1), data, env["data"], tmp_path / "r", progress=False)
+    train(cfg_for(env, epochs=1), data, tmp_path / "r", progress=False)
     with pytest.raises(RunError, match="same settings"):
-        train(cfg_for(env, epochs=1, seed=99), data, env["data"], tmp_path / "r", resume=True, progress=False)
+        train(cfg_for(env, epochs=1, seed=99), data, tmp_path / "r", resume=True, progress=False)
 
 
 def test_finetuned_encoder_gets_its_own_optimizer_groups(env, tmp_path):
-    from cider_mer.training.trainer import build_optimizer, prepare
+    from cider_mer.runs import Run
+    from cider_mer.training.trainer import build_optimizer
 
     data = load_dataset(env["data"])
     cfg = cfg_for(env, freeze_text_encoder=False)
-    prep = prepare(cfg, data, env["data"], torch.device("cpu"))
+    prep = Run.create(cfg, data, tmp_path / "unused")
     opt = build_optimizer(prep.model, cfg)
     lrs = sorted((g["lr"], g["weight_decay"]) for g in opt.param_groups)
     assert lrs == [(5e-5, 0.0), (5e-5, 1e-3), (1e-3, 0.0)]
     n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n_opt == sum(p.numel() for p in prep.model.parameters())
-    result = train(cfg, data, env["data"], tmp_path / "ft", progress=False)
+    result = train(cfg, data, tmp_path / "ft", progress=False)
     assert np.isfinite(result.best_value)
 
 
 def test_bucketed_batches_cover_everything_once_and_group_lengths():
-    from cider_mer.training.batches import bucketed_batches
+    from cider_mer.batches import bucketed_batches
 
     lengths = torch.randint(3, 50, (1000,), generator=torch.Generator().manual_seed(0))
     batches = list(bucketed_batches(lengths, 64, torch.Generator().manual_seed(1), "cpu", window_batches=4))
@@ -158,14 +160,14 @@ def test_bucketed_batches_cover_everything_once_and_group_lengths():
 
 def test_length_buckets_option_trains(env, tmp_path):
     data = load_dataset(env["data"])
-    result = train(cfg_for(env, epochs=1, length_buckets=True), data, env["data"], tmp_path / "b", progress=False)
+    result = train(cfg_for(env, epochs=1, length_buckets=True), data, tmp_path / "b", progress=False)
     assert np.isfinite(result.best_value)
 
 
 def test_bf16_encoder_is_close_and_cached_separately(env):
     from cider_mer.text.cache import encoder_fingerprint
     from cider_mer.text.encoder import TextEncoder
-    from cider_mer.training.trainer import configure_encoder
+    from cider_mer.runs import configure_encoder
 
     enc = TextEncoder.from_pretrained(str(env["bert"]), frozen=True)
     ids = torch.randint(1000, 5000, (4, 10))

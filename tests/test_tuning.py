@@ -16,7 +16,9 @@ import pytest
 
 from cider_mer.cli import main
 from cider_mer.training.config import TrainConfig
-from cider_mer.tuning.search import TuneError, take_census, tune
+from cider_mer.tuning.census import take_census
+from cider_mer.tuning.search import tune
+from cider_mer.tuning.settings import TuneError
 from cider_mer.tuning.space import MODEL, TABLE_II, TRAIN, Param, apply_params, params_key, space_size
 from cider_mer.tuning.storage import StorageError, default_storage_url, mask_url, open_storage
 from helpers import tiny_bert_dir, tiny_data_file

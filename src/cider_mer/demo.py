@@ -12,42 +12,21 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from cider_mer.evaluation.results import EvalResults
+
 from cider_mer.io_utils import atomic_write_text
-from cider_mer.training.config import TrainConfig
-
-DEMO_MODEL = {"layers": 2, "heads": 2}
-
-
-def fast_bf16_available() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (else bf16 autocast would be slower)."""
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    check = getattr(cpu, "_is_avx512_bf16_supported", None) or getattr(cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(check()) if check else False
-    except RuntimeError:
-        return False
-
-
-def cpu_friendly_config(task: str = "binary", epochs: int = 12, seed: int = 1111, **changes) -> TrainConfig:
-    """The demo's settings: frozen default encoder with cached features, run under bf16 autocast
-    where the CPU has bf16 instructions,
-    a 2-layer MCT with 2 heads, batches of similar text length; everything else the paper's
-    defaults (fp32, 3 layers, 8 heads and random batches are `cider train`'s defaults).
-    Patience max(3, epochs // 3)."""
-    return TrainConfig(task=task, freeze_text_encoder=True, epochs=epochs, patience=max(3, epochs // 3), seed=seed,
-                       model_config=dict(DEMO_MODEL), length_buckets=True,
-                       **{"encoder_precision": "bf16" if fast_bf16_available() else "fp32", **changes})
-
+from cider_mer.training.presets import cpu_friendly_config
 
 def run_demo(out: str | Path, epochs: int = 20, seed: int = 1111, eval_seeds: Sequence[int] = (0, 1, 2),
-             scale: float = 1.0, progress: bool = True, console=None) -> dict:
+             scale: float = 1.0, progress: bool = True, console=None) -> EvalResults:
+    """Write the synthetic data, train CIDer on it (resuming a run already there), evaluate it under
+    RMFM and print the table; everything lands under ``out``."""
     from rich.console import Console
 
     from cider_mer.data.synth import write_synthetic
-    from cider_mer.evaluation.protocol import evaluate, load_run
-    from cider_mer.evaluation.report import markdown_table, write_report
+    from cider_mer.evaluation.protocol import evaluate
+    from cider_mer.evaluation.report import CONSOLE_METRICS, markdown_table, write_report
+    from cider_mer.runs import Run
     from cider_mer.training.trainer import train
 
     console = console or Console()
@@ -61,14 +40,13 @@ def run_demo(out: str | Path, epochs: int = 20, seed: int = 1111, eval_seeds: Se
     cfg = cpu_friendly_config("binary", epochs=epochs, seed=seed)
     resume = (run_dir / "config.json").is_file()
     t1 = time.time()
-    result = train(cfg, data, data_path, run_dir, resume=resume, progress=progress)
+    result = train(cfg, data, run_dir, resume=resume, progress=progress)
     console.print(f"[2/3] trained CIDer: best validation Non0 Acc2 {result.best_value:.2f} at epoch "
                   f"{result.best_epoch} in {time.time() - t1:.0f}s; run in {run_dir}")
     t2 = time.time()
-    loaded = load_run(run_dir, encoder=None)
-    results = evaluate(loaded, data, data_path, split="test", mode="RMFM", seeds=eval_seeds, progress=progress)
+    results = evaluate(Run.load(run_dir), data, split="test", mode="RMFM", seeds=eval_seeds, progress=progress)
     paths = write_report(results, out / "report")
-    table = markdown_table(results, ("non0_acc2", "non0_f1", "has0_acc2", "acc3"))
+    table = markdown_table(results, CONSOLE_METRICS["binary"])
     majority = _majority_non0(data)
     console.print(f"[3/3] RMFM evaluation on the test split ({time.time() - t2:.0f}s):\n")
     console.print(table)

@@ -6,6 +6,10 @@ binary (3 logits: neg / neu / pos):
 - ``has0_acc2`` / ``has0_f1``: argmax over the neg/pos logits only; truth is neg vs non-neg;
 - ``acc3`` / ``f1_3``: argmax over all three on every sample.
 seven: ``acc7`` / ``f1_7``, plus ``mae`` / ``corr`` of the expected score sum_k p_k (k - 3).
+regression (one score, MMSA's convention): Has0 / Non0 Acc2 and F1 from the score's sign
+(Has0: negative vs non-negative; Non0: neutral samples removed, score < 0 vs > 0, a 0 prediction
+counts as positive as in MMSA), ``acc5`` / ``acc7`` from rounding the score clipped to [-2, 2] /
+[-3, 3], ``mae`` and ``corr``.
 F1 is always scikit-learn's ``f1_score(y_true, y_pred, average="weighted")``.
 """
 
@@ -21,6 +25,7 @@ RATES_DEFAULT = tuple(round(0.1 * i, 1) for i in range(11))
 METRIC_NAMES = {
     "binary": ("non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "acc3", "f1_3"),
     "seven": ("acc7", "f1_7", "mae", "corr"),
+    "regression": ("non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "acc5", "acc7", "mae", "corr"),
 }
 # Metrics where lower is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"mae"})
@@ -82,9 +87,31 @@ def seven_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def score_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """pred (N, 1) or (N,) predicted scores; truth (N,) scores in [-3, 3]."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    truth = np.asarray(truth, dtype=np.float64)
+    non0 = truth != 0
+    has0_true, has0_pred = truth >= 0, pred >= 0
+    non0_true, non0_pred = truth[non0] > 0, pred[non0] >= 0
+    rounded = lambda x, r: np.round(np.clip(x, -r, r))  # noqa: E731
+    return {
+        "non0_acc2": _accuracy(non0_true, non0_pred),
+        "non0_f1": _weighted_f1(non0_true, non0_pred),
+        "has0_acc2": _accuracy(has0_true, has0_pred),
+        "has0_f1": _weighted_f1(has0_true, has0_pred),
+        "acc5": _accuracy(rounded(truth, 2), rounded(pred, 2)),
+        "acc7": _accuracy(rounded(truth, 3), rounded(pred, 3)),
+        **regression_metrics(pred, truth),
+    }
+
+
 def task_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """All metrics of ``task`` for (N, C) scores and (N,) integer labels."""
-    return binary_metrics(scores, labels) if check_task(task) == "binary" else seven_metrics(scores, labels)
+    """All metrics of ``task`` for (N, C) scores and (N,) labels (class ids, or scores for regression)."""
+    task = check_task(task)
+    if task == "regression":
+        return score_metrics(scores, labels)
+    return binary_metrics(scores, labels) if task == "binary" else seven_metrics(scores, labels)
 
 
 def auilc(values, step: float = 0.1) -> float:

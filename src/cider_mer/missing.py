@@ -24,6 +24,7 @@ Training uses :func:`sample_training_keep` with a fresh draw per batch.
 
 from __future__ import annotations
 
+from cider_mer.errors import CiderError
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,7 +40,7 @@ SMM_SUBSETS = ("L", "A", "V", "LA", "LV", "AV")
 TRAIN_SCHEMES = ("per_sample", "per_position")
 
 
-class MissingModeError(ValueError):
+class MissingModeError(CiderError):
     pass
 
 

@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from cider_mer.errors import ConfigError
 from cider_mer.training.config import TrainConfig
 
 
@@ -42,25 +43,11 @@ class Variant:
 
     def apply(self, base: TrainConfig) -> TrainConfig:
         """A new config: ``base`` with exactly this variant's settings changed."""
-        values: dict[str, Any] = {}
-        for key, value in self.changes.items():
-            if key == "model_config":
-                _check_backbone_keys(base.model, value, self.name)
-                values["model_config"] = {**base.model_config, **value}
-            else:
-                values[key] = value
-        return dataclasses.replace(base, **values)
-
-
-def _check_backbone_keys(model: str, keys: dict[str, Any], variant: str) -> None:
-    """A backbone switch only makes sense for a model whose config has that setting."""
-    from cider_mer.models.registry import get_spec
-
-    known = {f.name for f in dataclasses.fields(get_spec(model).config_cls)}
-    missing = sorted(set(keys) - known)
-    if missing:
-        raise ValueError(f"variant '{variant}' switches {missing}, which model '{model}' does not have; "
-                         "leave it out of --variants for this model")
+        try:
+            return base.with_overrides(**self.changes)
+        except ConfigError as exc:
+            raise ConfigError(f"variant '{self.name}' does not apply to model '{base.model}' ({exc}); "
+                              "leave it out of --variants for this model") from None
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -88,12 +75,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 )}
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
-_UNSET = object()
 
 
 def get_variant(name: str) -> Variant:
     if name not in VARIANTS:
-        raise ValueError(f"unknown ablation variant '{name}': expected one of {', '.join(VARIANT_NAMES)}")
+        raise ConfigError(f"unknown ablation variant '{name}': expected one of {', '.join(VARIANT_NAMES)}")
     return VARIANTS[name]
 
 
@@ -125,22 +111,6 @@ def changes_text(changes: dict[str, Any]) -> str:
         else:
             parts.append(f"{k}={json.dumps(v)}")
     return ", ".join(parts)
-
-
-def config_differences(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
-    """Settings that differ between two configs, ``model_config`` compared key by key
-    (reported as ``model_config.KEY``)."""
-    da, db = a.to_dict(), b.to_dict()
-    out: dict[str, tuple[Any, Any]] = {}
-    for key in da:
-        if key == "model_config":
-            ma, mb = da[key], db[key]
-            for k in sorted(set(ma) | set(mb)):
-                if ma.get(k, _UNSET) != mb.get(k, _UNSET):
-                    out[f"model_config.{k}"] = (ma.get(k), mb.get(k))
-        elif da[key] != db[key]:
-            out[key] = (da[key], db[key])
-    return out
 
 
 def describe_variants(names: Iterable[str] | None = None) -> list[dict[str, Any]]:

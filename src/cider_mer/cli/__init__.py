@@ -1,7 +1,8 @@
 """The ``cider`` command line. Each command wraps a function of the Python API.
 
-Errors a user can fix (bad files, unknown names, mismatched shapes) end with one line on stderr
-and exit code 2.
+Errors a user can fix (the project's :class:`~cider_mer.errors.CiderError`: bad files, unknown
+names, mismatched shapes; and a file that does not exist) end with one line on stderr and exit
+code 2. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import typer
 
-from cider_mer.cli import ablate_cmds, data_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
+from cider_mer.cli import ablate_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cider-mer: robust multimodal emotion recognition (CIDer, MACI).")
@@ -21,29 +22,18 @@ model_cmds.register(app)
 run_cmds.register(app)
 tune_cmds.register(app)
 ablate_cmds.register(app)
-
-
-class UserError(Exception):
-    """Raised by commands for conditions the user can fix; printed as one line, exit 2."""
-
-
-def _user_error_types() -> tuple[type, ...]:
-    from cider_mer.data.dataset import DatasetError
-    from cider_mer.data.safe_pickle import UnsafePickleError
-    from cider_mer.missing import MissingModeError
-    from cider_mer.text.encoder import EncoderNotFoundError
-
-    return (UserError, DatasetError, UnsafePickleError, MissingModeError, EncoderNotFoundError, FileNotFoundError,
-            ValueError)
+feature_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cider`` console script."""
     import os
 
+    from cider_mer.errors import CiderError
+
     try:
         code = app(args=argv, standalone_mode=False)
-    except _user_error_types() as exc:
+    except (CiderError, FileNotFoundError) as exc:
         if os.environ.get("CIDER_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

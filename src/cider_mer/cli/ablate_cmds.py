@@ -73,9 +73,12 @@ def ablate_cmd(
         return
     if data is None or out is None:
         raise typer.BadParameter("--data and --out are required (or use --list-variants)")
-    from cider_mer.ablation.suite import DEFAULT_EPOCHS, default_base_config, run_ablation
+    from cider_mer.ablation.render import results_section, summary_table
+    from cider_mer.ablation.run import DEFAULT_EPOCHS
+    from cider_mer.ablation.suite import default_base_config, run_ablation
     from cider_mer.ablation.variants import parse_variants
-    from cider_mer.cli.run_cmds import build_config, parse_rates, parse_seeds
+    from cider_mer.cli.options import parse_rates, parse_seeds
+    from cider_mer.training.config import compose_config
 
     if seeds < 1:
         raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")
@@ -83,23 +86,21 @@ def ablate_cmd(
         raise typer.BadParameter(f"--epochs must be >= 1, got {epochs}")
     names = parse_variants(variants)
     default = None if config else default_base_config(task or "binary", epochs or DEFAULT_EPOCHS)
-    cfg = build_config(config, dict(epochs=epochs, task=task, text_encoder=text_encoder,
-                                    freeze_text_encoder=freeze_text_encoder, device=device), default=default)
+    cfg = compose_config(config, default, epochs=epochs, task=task, text_encoder=text_encoder,
+                         freeze_text_encoder=freeze_text_encoder, device=device)
     command = _command_line(**{"--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds,
                                "--variants": ",".join(names), "--epochs": epochs, "--eval-seeds": eval_seeds,
                                "--rates": rates, "--config": config, "--text-encoder": text_encoder,
                                "--freeze-text-encoder": freeze_text_encoder, "--device": device, "--quiet": quiet,
                                "--results": results})
-    agg = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
-                       rates=parse_rates(rates), progress=not quiet, log=lambda msg: console.print(msg, markup=False, highlight=False),
-                       command=command)
-    from cider_mer.ablation.suite import results_section, summary_table
-
+    table = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
+                         rates=parse_rates(rates), progress=not quiet,
+                         log=lambda msg: console.print(msg, markup=False, highlight=False), command=command)
     if results is not None:
         from cider_mer.io_utils import update_marked_section
 
-        update_marked_section(results, "ablation", results_section(agg))
-    console.print("\n" + summary_table(agg), markup=False, highlight=False)
+        update_marked_section(results, "ablation", results_section(table))
+    console.print("\n" + summary_table(table), markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -76,12 +76,23 @@ def import_csv_cmd(
     max_len: int = typer.Option(50, "--max-len", help="Token sequence length (with [CLS]/[SEP])."),
     audio_features: Optional[Path] = typer.Option(None, "--audio-features", help=".npz with ids, features, lengths."),
     vision_features: Optional[Path] = typer.Option(None, "--vision-features", help=".npz with ids, features, lengths."),
+    media_dir: Optional[Path] = typer.Option(None, "--media-dir",
+                                             help="Extract features from the audio/video files here (id = file "
+                                                  "name without extension); needs the media extra."),
+    audio_kind: str = typer.Option("librosa", "--audio-kind", help="With --media-dir: librosa, egemaps or none."),
+    video_kind: str = typer.Option("facemesh", "--video-kind", help="With --media-dir: facemesh or none."),
+    features_dir: Optional[Path] = typer.Option(None, "--features-dir",
+                                                help="With --media-dir: also keep audio.npz/video.npz here."),
+    video_fps: Optional[float] = typer.Option(None, "--video-fps",
+                                              help="With --media-dir: subsample video to at most this rate."),
 ) -> None:
-    """Import real transcripts (and optional features) into a dataset file."""
+    """Import real transcripts (and optional features or recordings) into a dataset file."""
     from cider_mer.data.import_csv import import_csv
 
     ds = import_csv(csv, out, text_encoder=text_encoder, max_len=max_len,
-                    audio_features=audio_features, vision_features=vision_features)
+                    audio_features=audio_features, vision_features=vision_features,
+                    media_dir=media_dir, audio_kind=audio_kind, video_kind=video_kind, features_dir=features_dir,
+                    video_fps=video_fps, note=lambda msg: console.print(f"note: {msg}", highlight=False))
     print_summary(ds)
 
 

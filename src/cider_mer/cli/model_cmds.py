@@ -16,7 +16,7 @@ console = Console()
 
 def model_info(
     model: str = typer.Option("cider", "--model", help="Registered model name (see `cider models`)."),
-    task: str = typer.Option("binary", "--task", help="binary (3 classes) or seven."),
+    task: str = typer.Option("binary", "--task", help="binary (3 classes), seven or regression (1 output)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Read dims and lengths from this dataset file."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Fusion layers (CIDer: MCT layers)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Hidden size E."),
@@ -34,41 +34,34 @@ def model_info(
     """Parameter counts of a model for given shapes (the text encoder itself is not built)."""
     from cider_mer.data.labels import num_classes
     from cider_mer.models.interface import DataShapes
-    from cider_mer.models.registry import build_model, get_spec
+    from cider_mer.models.registry import build_model, make_config
 
     if data is not None:
         from cider_mer.data.dataset import load_dataset
+        from cider_mer.runs import shapes_for
 
-        ds = load_dataset(data)
-        audio_dim, vision_dim, aligned = ds.audio_dim, ds.vision_dim, ds.aligned
-        text_len, audio_len, vision_len = ds.text_len, ds.audio_len, ds.vision_len
-    if aligned:
-        audio_len = vision_len = text_len
-    shapes = DataShapes(text_dim, audio_dim, vision_dim, text_len, audio_len, vision_len, aligned, num_classes(task))
-    spec = get_spec(model)
-    known = {f.name for f in dataclasses.fields(spec.config_cls)}
-    settings = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads)) if v is not None}
-    ignored = sorted(set(settings) - known)
-    if ignored:
-        raise ValueError(f"model '{model}' has no setting(s) {ignored}")
-    m = build_model(model, shapes, settings, text_encoder=None, maci=not no_maci)
+        shapes = shapes_for(load_dataset(data), text_dim, task)
+    else:
+        lengths = (text_len, text_len, text_len) if aligned else (text_len, audio_len, vision_len)
+        shapes = DataShapes(text_dim, audio_dim, vision_dim, *lengths, aligned, num_classes(task))
+    config = make_config(model, {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
+                                 if v is not None})
+    m = build_model(model, shapes, config, text_encoder=None, maci=not no_maci)
     counts = m.parameter_counts()
     info = {"model": model, "task": task, "maci": not no_maci, "shapes": shapes.to_dict(),
-            "config": dataclasses.asdict(spec.config_cls(**settings)),
+            "config": dataclasses.asdict(config),
             "params_excluding_text_encoder": counts["params_excluding_text_encoder"],
             "params_maci": counts["params_maci"]}
     if json_out:
         print(json.dumps(info, indent=2))
         return
-    table = Table(title=f"{model} ({task}, {'aligned' if aligned else 'unaligned'})")
+    table = Table(title=f"{model} ({task}, {'aligned' if shapes.aligned else 'unaligned'})")
     table.add_column("part")
     table.add_column("parameters", justify="right")
     table.add_row("model without text encoder", f"{counts['params_excluding_text_encoder']:,}")
     table.add_row("of which MACI (MCM MLPs + classifiers)", f"{counts['params_maci']:,}")
-    for name, child in m.backbone.named_children():
-        n = sum(p.numel() for p in child.parameters())
-        if n:
-            table.add_row(f"  backbone.{name}", f"{n:,}")
+    for name, n in m.parameter_breakdown().items():
+        table.add_row(f"  {name}", f"{n:,}")
     console.print(table)
 
 

@@ -26,15 +26,13 @@ def embeddings_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Joint representations under missing data, coloured by class (the paper's Fig. 8)."""
-    from cider_mer.cli.run_cmds import parse_rates
+    from cider_mer.cli.options import parse_rates
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.evaluation.protocol import check_compatible, load_run
     from cider_mer.plots.embeddings import plot_embeddings
+    from cider_mer.runs import Run
 
-    loaded = load_run(run, device=device)
-    ds = load_dataset(data)
-    check_compatible(loaded, ds)
-    path = plot_embeddings(loaded, ds, parse_rates(rates), out or run / "embeddings.png", split, data, method, seed)
+    path = plot_embeddings(Run.load(run, device=device), load_dataset(data), parse_rates(rates),
+                           out or run / "embeddings.png", split, method, seed)
     console.print(f"wrote {path}")
 
 
@@ -50,17 +48,15 @@ def maci_plot_cmd(
     """Class probabilities of one sample: biased, after MCM, after counterfactual (the paper's Fig. 9)."""
     from cider_mer.data.dataset import load_dataset
     from cider_mer.data.labels import CLASS_NAMES
-    from cider_mer.evaluation.protocol import check_compatible, load_run
     from cider_mer.plots.maci import plot_maci
+    from cider_mer.runs import Run
 
-    loaded = load_run(run, device=device)
-    ds = load_dataset(data)
-    check_compatible(loaded, ds)
-    path, steps = plot_maci(loaded, ds, index, out or run / f"maci_{split}_{index}.png", split, data)
+    loaded = Run.load(run, device=device)
+    path, steps = plot_maci(loaded, load_dataset(data), index, out or run / f"maci_{split}_{index}.png", split)
     names = CLASS_NAMES[loaded.cfg.task]
     for key in ("biased", "after_mcm", "after_cf"):
-        console.print(f"{key:>10}: " + "  ".join(f"{n} {100 * p:5.1f}%" for n, p in zip(names, steps[key])))
-    console.print(f"true class: {names[steps['label']]}; tau {steps['tau']:.1f}; wrote {path}")
+        console.print(f"{key:>10}: " + "  ".join(f"{n} {100 * p:5.1f}%" for n, p in zip(names, getattr(steps, key))))
+    console.print(f"true class: {names[steps.label]}; tau {steps.tau:.1f}; wrote {path}")
 
 
 @maci_app.command("vocab")

@@ -9,56 +9,21 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cider_mer.cli.options import parse_rates, parse_seeds
+
 console = Console(width=160)
-
-
-def parse_rates(text: str) -> list[float]:
-    """``"0:1:0.1"`` (start:stop:step, inclusive) or ``"0,0.3,0.5"``."""
-    import numpy as np
-
-    try:
-        if ":" in text:
-            start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            return [round(float(x), 4) for x in np.arange(start, stop + step / 2, step)]
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"rates must look like 0:1:0.1 or 0,0.3,0.5, got '{text}'") from None
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"seeds must be comma-separated integers, got '{text}'") from None
-
-
-def build_config(config: Optional[Path], overrides: dict, default=None):
-    """A TrainConfig from a JSON file (else ``default``, else the defaults) with the command-line
-    values that were given."""
-    from cider_mer.training.config import TrainConfig
-
-    base = (TrainConfig.from_file(config) if config else default or TrainConfig()).to_dict()
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k == "model_config":
-            base["model_config"] = {**base.get("model_config", {}), **v}
-        else:
-            base[k] = v
-    return TrainConfig.from_dict(base)
 
 
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset file (train and valid splits are used)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
-    task: Optional[str] = typer.Option(None, "--task", help="binary (3-class training) or seven. Default binary."),
+    task: Optional[str] = typer.Option(None, "--task",
+                                       help="binary (3-class training), seven or regression. Default binary."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered model (see `cider models`). Default cider."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default 200)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation (default 10)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: TrainConfig.epochs)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation (default: TrainConfig.patience)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default 1111)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default: TrainConfig.seed)."),
     text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
                                                help="all-MiniLM-L6-v2 (default, offline), a local HF dir or a hub id."),
     freeze_text_encoder: Optional[bool] = typer.Option(None, "--freeze-text-encoder/--finetune-text-encoder",
@@ -76,10 +41,12 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Train a model with MSSD; the checkpoint is selected on the validation split only."""
+    """Train a model (CIDer: MSSD; baselines: their own objective); the checkpoint is selected on the
+    validation split only."""
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.training.config import TrainConfig
-    from cider_mer.training.trainer import CONFIG_FILE, train
+    from cider_mer.runs import CONFIG_FILE
+    from cider_mer.training.config import compose_config
+    from cider_mer.training.trainer import train
 
     model_cfg = {k: v for k, v in (("layers", layers), ("heads", heads)) if v is not None}
     overrides = dict(task=task, model=model, epochs=epochs, patience=patience, batch_size=batch_size, seed=seed,
@@ -88,12 +55,9 @@ def train_cmd(
                      model_config=model_cfg or None)
     if no_maci:
         overrides.update(head="linear", counterfactual=False)
-    if resume and config is None and (out / CONFIG_FILE).is_file():
-        cfg = TrainConfig.from_file(out / CONFIG_FILE)
-    else:
-        cfg = build_config(config, overrides)
-    ds = load_dataset(data)
-    result = train(cfg, ds, data, out, resume=resume, progress=not quiet)
+    resume_stored = resume and config is None and (out / CONFIG_FILE).is_file()
+    cfg = None if resume_stored else compose_config(config, **overrides)
+    result = train(cfg, load_dataset(data), out, resume=resume, progress=not quiet)
     console.print(f"best validation {json.dumps(result.best_value)} at epoch {result.best_epoch} "
                   f"({result.epochs_run} epochs, {result.seconds:.0f}s); run in {out}")
 
@@ -112,18 +76,15 @@ def eval_cmd(
 ) -> None:
     """Evaluate a run under missing modalities: per-rate metrics, AUILC, tables and a plot."""
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.evaluation.protocol import evaluate, load_run
-    from cider_mer.evaluation.report import PLOT_METRICS, markdown_table, write_report
+    from cider_mer.evaluation.protocol import evaluate
+    from cider_mer.evaluation.report import CONSOLE_METRICS, markdown_table, write_report
+    from cider_mer.runs import Run
 
-    loaded = load_run(run, device=device)
-    ds = load_dataset(data)
-    results = evaluate(loaded, ds, data, split=split, mode=missing_mode, rates=parse_rates(rates),
-                       seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
+    results = evaluate(Run.load(run, device=device), load_dataset(data), split=split, mode=missing_mode,
+                       rates=parse_rates(rates), seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
     paths = write_report(results, out)
-    task = results["task"]
-    shown = PLOT_METRICS[task] + (("has0_acc2", "acc3") if task == "binary" else ())
-    console.print(markdown_table(results, shown))
-    console.print(f"tau selection: {results['tau_selection']}; report in {paths['md'].parent}")
+    console.print(markdown_table(results, CONSOLE_METRICS[results.task]))
+    console.print(f"tau selection: {results.tau_selection}; report in {paths['md'].parent}")
 
 
 def demo_cmd(

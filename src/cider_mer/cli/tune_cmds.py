@@ -44,12 +44,11 @@ def tune_cmd(
 
     import optuna
 
-    from cider_mer.cli.run_cmds import build_config
+    from cider_mer.training.config import compose_config
     from cider_mer.tuning.search import tune
 
-    overrides = dict(task=task, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size,
-                     text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device)
-    base = build_config(config, overrides)
+    base = compose_config(config, task=task, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size,
+                          text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def on_term(signum: int, frame: object) -> None:  # a scheduler's SIGTERM: close the trial, re-queue it

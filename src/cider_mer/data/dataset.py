@@ -17,11 +17,15 @@ key                        shape / type                  meaning
 =========================  ============================  =========================================
 
 Aligned files have no length keys and T_a = T_v = L_t; their lengths are the text lengths.
+Every split needs at least one sample, and ``id`` values (when present) are unique within a split;
+:func:`check_unique_ids` checks them across splits and :func:`check_vocabulary` checks the token
+ids against a text encoder.
 Every shape is read from the file. Loading goes through :mod:`cider_mer.data.safe_pickle`.
 """
 
 from __future__ import annotations
 
+from cider_mer.errors import CiderError
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cider_mer.data.labels import TASKS, class_priors, sign_classes, task_labels
+from cider_mer.data.labels import CLASS_TASKS, TASKS, class_priors, sign_classes, task_labels
 from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
 from cider_mer.io_utils import atomic_path
 
@@ -37,7 +41,7 @@ SPLITS = ("train", "valid", "test")
 REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")
 
 
-class DatasetError(ValueError):
+class DatasetError(CiderError):
     """A dataset file is missing, unsafe or does not follow the format; the message says where."""
 
 
@@ -180,13 +184,17 @@ class MerDataset:
                     "mean": float(lengths.mean()) if s.n else 0.0,
                     "max": int(lengths.max()) if s.n else 0,
                 }
-            info["priors"] = {task: class_priors(s.labels(task), c).round(4).tolist() for task, c in TASKS.items()}
+            info["priors"] = {task: class_priors(s.labels(task), TASKS[task]).round(4).tolist() for task in CLASS_TASKS}
             info["has_raw_text"] = s.raw_text is not None
             out["splits"][name] = info
         return out
 
     def to_dict(self) -> dict[str, dict[str, np.ndarray]]:
         return {name: s.to_dict(self.aligned) for name, s in self.splits.items()}
+
+    def max_token_id(self) -> int:
+        """The largest token id (row 0 of ``text_bert``) over all splits and positions, padding included."""
+        return max((int(s.text_ids.max()) for s in self.splits.values() if s.text_ids.size), default=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,6 +259,16 @@ def _strings(source: str, split: str, key: str, value: Any, n: int) -> np.ndarra
         raise _fail(source, split, key, f"expected UTF-8 strings ({exc})") from exc
 
 
+def _first_repeat(values: np.ndarray) -> tuple[int, int] | None:
+    """(first index, index of its first repeat) of the earliest repeated value, or None."""
+    seen: dict[Any, int] = {}
+    for i, v in enumerate(values.tolist()):
+        if v in seen:
+            return seen[v], i
+        seen[v] = i
+    return None
+
+
 def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
     if not isinstance(raw, dict):
         raise _fail(source, name, None, f"expected a dict of arrays, got {type(raw).__name__}")
@@ -262,6 +280,9 @@ def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
     if tb.ndim != 3 or tb.shape[1] != 3:
         raise _fail(source, name, "text_bert", f"expected shape (N, 3, L_t), got {tb.shape}")
     n, _, length = tb.shape
+    if n == 0:
+        raise _fail(source, name, None, "expected at least one sample, found 0 rows (shape of 'text_bert' is "
+                    f"{tb.shape}); every split needs samples")
     if length < 2:
         raise _fail(source, name, "text_bert", f"expected L_t >= 2 ([CLS] and [SEP]), got {length}")
     tb = _integral(source, name, "text_bert", tb, 0, None)
@@ -316,6 +337,12 @@ def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
 
     raw_text = _strings(source, name, "raw_text", raw["raw_text"], n) if "raw_text" in raw else None
     ids = _strings(source, name, "id", raw["id"], n) if "id" in raw else None
+    if ids is not None:
+        repeat = _first_repeat(ids)
+        if repeat is not None:
+            first, again = repeat
+            raise _fail(source, name, "id", f"expected unique ids, '{ids[again]}' appears more than once "
+                        f"(samples {first} and {again})")
     split = Split(name, tb, audio, vision, a_len, v_len, reg, cls, raw_text, ids)
     return split, aligned
 
@@ -343,6 +370,52 @@ def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
     return MerDataset(splits=splits, aligned=next(iter(aligned_flags.values())), path=source, extra=extra)
 
 
+def check_unique_ids(data: MerDataset) -> None:
+    """Raise :class:`DatasetError` if a sample id occurs in more than one split (ids are already unique
+    within each split). Files without ids pass."""
+    source = data.path or "<memory>"
+    seen: dict[Any, tuple[str, int]] = {}
+    for name, s in data.splits.items():
+        if s.ids is None:
+            continue
+        for i, v in enumerate(s.ids.tolist()):
+            if v in seen:
+                other, j = seen[v]
+                raise _fail(source, name, "id", f"expected ids unique across the splits, '{v}' (sample {i}) is also "
+                            f"sample {j} of split '{other}'")
+            seen[v] = (name, i)
+
+
+def check_vocabulary(data: MerDataset, vocab_size: int, encoder_name: str, type_vocab_size: int | None = None,
+                     max_positions: int | None = None, splits: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`DatasetError` if the file's token ids (of ``splits``, default all) do not fit the
+    text encoder.
+
+    Token ids (row 0 of ``text_bert``) must be below ``vocab_size``; with ``type_vocab_size``, segment
+    ids (row 2) below it; with ``max_positions``, the text length L_t at most that. Each of these
+    would otherwise stop training with an ``IndexError`` inside the encoder's embeddings.
+    """
+    source = data.path or "<memory>"
+    rows = [("token id", 0, vocab_size, "vocabulary")]
+    if type_vocab_size is not None:
+        rows.append(("segment id", 2, type_vocab_size, "segment types"))
+    for what, row, size, kind in rows:
+        worst = None
+        for name in splits or tuple(data.splits):
+            values = data[name].text_bert[:, row]
+            if values.size and (worst is None or int(values.max()) > worst[0]):
+                worst = (int(values.max()), name, int(np.argwhere(values == values.max())[0][0]))
+        if worst is not None and worst[0] >= size:
+            top, name, sample = worst
+            raise _fail(source, name, "text_bert",
+                        f"largest {what} {top} (sample {sample}) is beyond the {kind} of text encoder "
+                        f"'{encoder_name}' ({size} entries, ids 0..{size - 1}); the file was tokenised for "
+                        "another encoder")
+    if max_positions is not None and data.text_len > max_positions:
+        raise _fail(source, "train", "text_bert", f"text length L_t={data.text_len} is beyond the {max_positions} "
+                    f"positions of text encoder '{encoder_name}'")
+
+
 def load_dataset(path: str | Path) -> MerDataset:
     """Load and validate a dataset file (pickle or joblib) safely; raises :class:`DatasetError`."""
     p = str(path)
@@ -354,6 +427,8 @@ def load_dataset(path: str | Path) -> MerDataset:
         raise DatasetError(str(exc)) from exc
     except ValueError as exc:
         raise DatasetError(str(exc)) from exc
+    except OSError as exc:
+        raise DatasetError(f"{p}: cannot read the file ({exc.strerror or exc})") from exc
     return dataset_from_dict(obj, source=p)
 
 

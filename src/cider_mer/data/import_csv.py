@@ -14,6 +14,11 @@ holding ``ids`` (M,) str, ``features`` (M, T, d) float and ``lengths`` (M,) int.
 matched by id; a sample without features gets zero frames and length 0. Without a feature file
 the modality is written as shape (N, 1, 1) zeros with every length 0: the rest of the tool
 treats it as missing for every sample.
+
+With ``media_dir`` the features are extracted from the recordings in that folder instead (see
+:mod:`cider_mer.media`; needs the ``media`` extra): a file's id is its name without extension
+(``VIDEO/CLIP.mp4`` also matches ``VIDEO$_$CLIP``); ids without a file have missing audio and
+video; a CSV none of whose ids has a file is an error.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from cider_mer.data.npz_safety import check_npz_claims
 from cider_mer.data.dataset import DatasetError, MerDataset, dataset_from_dict, save_dataset
 from cider_mer.data.labels import sign_classes
 
@@ -72,6 +78,7 @@ def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
 def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.ndarray, int]]:
     """Read an ``.npz`` feature file into {id: (features (T, d), length)}."""
     p = str(path)
+    check_npz_claims(p, f"{modality} features")
     try:
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in ("ids", "features", "lengths") if k not in z.files]
@@ -112,15 +119,39 @@ def import_csv(
     audio_features: Optional[str | Path] = None,
     vision_features: Optional[str | Path] = None,
     tokenizer=None,
+    media_dir: Optional[str | Path] = None,
+    audio_kind: str = "librosa",
+    video_kind: str = "facemesh",
+    features_dir: Optional[str | Path] = None,
+    video_fps: Optional[float] = None,
+    progress: bool = True,
+    note=None,
 ) -> MerDataset:
-    """Build (and, with ``out_path``, atomically write) a dataset file from a transcript CSV."""
+    """Build (and, with ``out_path``, atomically write) a dataset file from a transcript CSV.
+
+    ``media_dir``: extract audio (``audio_kind``) and video (``video_kind``) features from the media
+    files there, keeping the ``.npz`` files in ``features_dir`` when given; ``note`` receives
+    one-line remarks (ids without media, files without a sound track).
+    """
     if tokenizer is None:
         from cider_mer.text.encoder import load_tokenizer
 
         tokenizer = load_tokenizer(text_encoder)
     df = read_transcripts(csv_path)
-    audio_table = read_feature_file(audio_features, "audio") if audio_features else None
-    vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+    if media_dir is not None:
+        if audio_features or vision_features:
+            raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
+        from cider_mer.media.extract import media_for_import, write_features
+
+        report = media_for_import(media_dir, list(df["id"]), csv_path, audio=audio_kind, video=video_kind,
+                                  video_fps=video_fps, progress=progress, note=note)
+        if features_dir is not None:
+            write_features(report, features_dir)
+        audio_table = report.audio.table() if report.audio is not None else None
+        vision_table = report.video.table() if report.video is not None else None
+    else:
+        audio_table = read_feature_file(audio_features, "audio") if audio_features else None
+        vision_table = read_feature_file(vision_features, "vision") if vision_features else None
     data = {}
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]

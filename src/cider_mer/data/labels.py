@@ -2,19 +2,23 @@
 
 - ``binary``: trained as 3 classes, 0 negative / 1 neutral / 2 positive (the sign of the score).
 - ``seven``: ``round(clip(y, -3, 3)) + 3`` with numpy's half-to-even rounding, 0..6.
+- ``regression`` (MMSA's convention): one output, the score in [-3, 3] itself, trained with L1.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-TASKS: dict[str, int] = {"binary": 3, "seven": 7, "regression": 1}
+TASKS: dict[str, int] = {"binary": 3, "seven": 7, "regression": 1}  # task -> width of the model's output
+CLASS_TASKS = ("binary", "seven")  # the tasks with classes (MACI's statistics, priors)
 CLASS_NAMES: dict[str, list[str]] = {
     "binary": ["negative", "neutral", "positive"],
     "seven": ["-3", "-2", "-1", "0", "+1", "+2", "+3"],
+    "regression": ["score"],
 }
-# Validation metric used for checkpoint selection, tau selection and tuning, per task.
-SELECTION_METRIC: dict[str, str] = {"binary": "non0_acc2", "seven": "acc7"}
+# Validation metric used for checkpoint selection, tau selection and tuning, per task (regression:
+# Non0 Acc2 of the score's sign, the field's headline figure; MAE is reported beside it).
+SELECTION_METRIC: dict[str, str] = {"binary": "non0_acc2", "seven": "acc7", "regression": "non0_acc2"}
 
 
 def check_task(task: str) -> str:
@@ -39,9 +43,12 @@ def seven_classes(scores: np.ndarray) -> np.ndarray:
 
 
 def task_labels(task: str, regression: np.ndarray, classification: np.ndarray) -> np.ndarray:
-    """Integer class labels for ``task`` from a split's regression and 3-class labels."""
+    """Labels for ``task`` from a split's regression and 3-class labels: (N,) int64 class ids, or
+    (N,) float32 scores for the regression task."""
     if check_task(task) == "binary":
         return np.asarray(classification, dtype=np.int64)
+    if task == "regression":
+        return np.asarray(regression, dtype=np.float32)
     return seven_classes(regression)
 
 

@@ -3,4 +3,4 @@
 Importing this package registers the built-in models (each module's ``@register_backbone``).
 """
 
-from cider_mer.models import cider, late_fusion  # noqa: F401  (registration)
+from cider_mer.models import cider, dlf, emt_dlfr, late_fusion, lnln, mplmm, mult  # noqa: F401  (registration)

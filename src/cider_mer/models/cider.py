@@ -81,6 +81,8 @@ class CIDer(Backbone):
         self.text_encoder = text_encoder
         self.joint_dim = 3 * e
         self.aligns_frames = config.use_wsam and not shapes.aligned
+        # Aligned data: WSAM is built and counted, as in the reference, but never used.
+        self.never_trained = ("wsam_audio", "wsam_vision") if config.use_wsam and shapes.aligned else ()
         # Audio/vision steps inside the MCT: one per word with WSAM (aligned data: audio_len == text_len).
         if config.use_wsam:
             audio_steps, vision_steps = shapes.text_len, shapes.text_len
@@ -192,6 +194,7 @@ class CIDer(Backbone):
     CiderConfig,
     description="CIDer: WSAM word alignment, GRUs, multimodal composite transformer, attention pooling",
     source="Zhong et al., CIDer, arXiv 2506.10452",
+    mssd_default=True,
 )
 def build_cider(config: CiderConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> CIDer:
     return CIDer(config, shapes, text_encoder)

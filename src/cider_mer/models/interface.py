@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 from torch import nn
 
+from cider_mer.maci.mcm import MCMHead
+
 if TYPE_CHECKING:  # typing only: missing.py imports this module
     from cider_mer.missing import KeepMasks
 
@@ -152,6 +154,7 @@ class ObjectiveBatch:
     keep: "KeepMasks"  # which valid positions were kept (B, L) / (B, T_a) / (B, T_v), bool
     labels: torch.Tensor  # (B,) class ids (long), or scores in [-3, 3] (float) for regression
     task_loss: TaskLoss
+    head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the model's head: joint (B, J) -> (B, C)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ class Backbone(nn.Module):
     supports_reconstruction: bool = True
     supports_attention: bool = True
     needs_complete_pass: bool = False
+    # Parameter-name prefixes (inside the backbone) that the original builds but never trains; kept
+    # for parity and documented in the model's docstring.
+    never_trained: tuple[str, ...] = ()
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> BackboneOutput:  # pragma: no cover
         raise NotImplementedError
@@ -251,8 +257,6 @@ class MerModel(nn.Module):
         enc_ids = self.encoder_parameter_ids()
         total = sum(p.numel() for p in self.parameters())
         outside = sum(p.numel() for p in self.parameters() if id(p) not in enc_ids)
-        from cider_mer.maci.mcm import MCMHead
-
         maci = sum(p.numel() for p in self.head.parameters()) if isinstance(self.head, MCMHead) else 0
         return {
             "params_total": total,
@@ -260,3 +264,11 @@ class MerModel(nn.Module):
             "params_excluding_text_encoder": outside,
             "params_maci": maci,
         }
+
+    def parameter_breakdown(self) -> dict[str, int]:
+        """Parameters per direct child of the backbone (text encoder left out) and of the head."""
+        enc_ids = self.encoder_parameter_ids()
+        parts = {f"backbone.{name}": sum(p.numel() for p in child.parameters() if id(p) not in enc_ids)
+                 for name, child in self.backbone.named_children()}
+        parts["head"] = sum(p.numel() for p in self.head.parameters())
+        return {k: v for k, v in parts.items() if v}

@@ -68,6 +68,6 @@ class LateFusion(Backbone):
 
 
 @register_backbone("late_fusion", LateFusionConfig, description="late-fusion baseline (LF-DNN style)",
-                   source="Williams et al., ACL 2018 Challenge-HML workshop; MMSA's LF_DNN")
+                   source="Williams et al., ACL 2018 Challenge-HML workshop; MMSA's LF_DNN", mssd_default=True)
 def build_late_fusion(config: LateFusionConfig, shapes: DataShapes, text_encoder: Optional[nn.Module]) -> LateFusion:
     return LateFusion(config, shapes, text_encoder)

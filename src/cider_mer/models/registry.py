@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
+from cider_mer.errors import ConfigError
+from cider_mer.maci.mcm import MCMHead
 from cider_mer.models.interface import Backbone, DataShapes, LinearHead, MerModel
 
 
@@ -24,16 +26,17 @@ class BackboneSpec:
     build: Callable[[Any, DataShapes, Optional[nn.Module]], Backbone]
     description: str
     source: str
+    mssd_default: bool = False  # trained with MSSD unless the config says otherwise (else: its own objective)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, config_cls: type, description: str, source: str):
+def register_backbone(name: str, config_cls: type, description: str, source: str, mssd_default: bool = False):
     """Decorator registering ``build(config, shapes, text_encoder) -> Backbone`` under ``name``."""
 
     def wrap(build):
-        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source)
+        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default)
         return build
 
     return wrap
@@ -47,19 +50,28 @@ def available_models() -> dict[str, BackboneSpec]:
 def get_spec(name: str) -> BackboneSpec:
     specs = available_models()
     if name not in specs:
-        raise ValueError(f"unknown model '{name}': expected one of {sorted(specs)}")
+        raise ConfigError(f"unknown model '{name}': expected one of {sorted(specs)}")
     return specs[name]
 
 
-def make_config(name: str, values: Optional[dict[str, Any]] = None):
-    """Build the model's config dataclass from a dict, refusing unknown keys by name."""
+def make_config(name: str, values: Any = None) -> Any:
+    """The typed config of backbone ``name`` from ``None`` (defaults), a dict (unknown keys refused
+    by name: the one place that checks them) or an instance of its config class."""
     spec = get_spec(name)
+    if isinstance(values, spec.config_cls):
+        return values
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"the settings of model '{name}' must be a {spec.config_cls.__name__} or a dict, "
+                          f"got {type(values).__name__}")
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(spec.config_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"model '{name}' has no setting(s) {unknown}; known: {sorted(known)}")
-    return spec.config_cls(**values)
+        raise ConfigError(f"model '{name}' has no setting(s) {unknown}; known: {sorted(known)}")
+    try:
+        return spec.config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model '{name}': {exc}") from exc
 
 
 def build_model(
@@ -75,12 +87,9 @@ def build_model(
     The MCM MLP width is the backbone's ``hidden`` (E) when it has one, else ``maci_hidden``.
     """
     spec = get_spec(name)
-    if config is None or isinstance(config, dict):
-        config = make_config(name, config)
+    config = make_config(name, config)
     backbone = spec.build(config, shapes, text_encoder)
     if maci:
-        from cider_mer.maci.mcm import MCMHead
-
         head: nn.Module = MCMHead(
             joint_dim=backbone.joint_dim,
             feature_dims=(shapes.text_dim, shapes.audio_dim, shapes.vision_dim),

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import CLASS_NAMES
-from cider_mer.evaluation.predict import predict
-from cider_mer.evaluation.protocol import LoadedRun, eval_split
+from cider_mer.errors import CiderError
+from cider_mer.inference import predict
+from cider_mer.io_utils import save_figure
 from cider_mer.missing import EvalMissingness
-from cider_mer.plots import save_figure
+from cider_mer.runs import Run
 
 
-def joint_embeddings(run: LoadedRun, data: MerDataset, rates: Sequence[float], split: str = "test",
-                     data_path: Optional[str | Path] = None, seed: int = 0) -> dict[float, np.ndarray]:
+def joint_embeddings(run: Run, data: MerDataset, rates: Sequence[float], split: str = "test",
+                     seed: int = 0) -> dict[float, np.ndarray]:
     """{rate: (N, J) joint representations} under RMFM at each rate (seeded, nested masks)."""
-    target = eval_split(run, data, split, data_path)
-    em = EvalMissingness("RMFM", *target.padding_masks(), seed=seed, aligned=data.aligned)
-    return {r: predict(run.model, target, em.masks(r), None, run.cfg.eval_batch_size, return_joint=True).joint
+    run.check_compatible(data)
+    target = run.split(data, split)
+    masks = EvalMissingness("RMFM", *target.padding_masks(), seed=seed, aligned=data.aligned)
+    return {r: predict(run.model, target, masks.masks(r), batch_size=run.cfg.eval_batch_size, return_joint=True,
+                       autocast_dtype=run.autocast_dtype).joint
             for r in rates}
 
 
@@ -31,16 +34,15 @@ def project_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray
 
         return PCA(n_components=2, random_state=seed).fit_transform(x)
     if method != "tsne":
-        raise ValueError(f"unknown projection '{method}': expected tsne or pca")
+        raise CiderError(f"unknown projection '{method}': expected tsne or pca")
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
-def plot_embeddings(run: LoadedRun, data: MerDataset, rates: Sequence[float], out: str | Path,
-                    split: str = "test", data_path: Optional[str | Path] = None, method: str = "tsne",
-                    seed: int = 0) -> Path:
+def plot_embeddings(run: Run, data: MerDataset, rates: Sequence[float], out: str | Path,
+                    split: str = "test", method: str = "tsne", seed: int = 0) -> Path:
     """One scatter per missing rate; returns the PNG path."""
     import matplotlib
 
@@ -50,7 +52,7 @@ def plot_embeddings(run: LoadedRun, data: MerDataset, rates: Sequence[float], ou
     task = run.cfg.task
     labels = data[split].labels(task)
     names = CLASS_NAMES[task]
-    embeds = joint_embeddings(run, data, rates, split, data_path, seed)
+    embeds = joint_embeddings(run, data, rates, split, seed)
     fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 4.0), dpi=120, squeeze=False)
     cmap = plt.get_cmap("coolwarm" if task == "binary" else "viridis")
     for ax, rate in zip(axes[0], rates):

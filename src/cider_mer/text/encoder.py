@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from cider_mer.errors import CiderError
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
 SPECIAL_IDS = (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID)
 
 
-class EncoderNotFoundError(ValueError):
+class EncoderNotFoundError(CiderError):
     pass
 
 

@@ -1,70 +1,41 @@
-"""Training with MSSD (SPEC §4), selection on validation only, resumable runs.
+"""Training (SPEC §4): MSSD for CIDer, each baseline's own objective, selection on validation only,
+resumable runs. The run directory's layout belongs to :mod:`cider_mer.runs`.
 
-A run directory holds:
-
-- ``config.json``: every setting, the data shapes, the dataset's content key, seed and versions;
-- ``model.safetensors``: the model that scored best on the VALIDATION split;
-- ``maci.json``: the counterfactual vocabulary and MCM statistics summary (when MACI is on);
-- ``train_log.csv``: per-epoch losses and validation metrics;
-- ``resume.safetensors``: the state after the last completed epoch (for ``--resume``).
-
+Per batch, with a fresh training missing mask:
+- **MSSD** (``cfg.mssd``): a complete pass (task loss, step), gradients zeroed, then an incomplete
+  pass with the task loss plus the distillation terms against the detached complete pass (and
+  the backbone's own objective terms), step;
+- **own objective** (``cfg.mssd`` false): one step on the incomplete pass's task loss plus the
+  backbone's objective terms (fed a complete pass too when the backbone asks for one).
+The task loss is NLL of the head's log-probabilities, or L1 of the score for ``regression``.
 The test split is never read here.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from cider_mer.batches import DeviceSplit, bucketed_batches, shuffled_batches
+from cider_mer.checkpoint import load_resume, save_resume
 from cider_mer.data.dataset import MerDataset
-from cider_mer.data.labels import SELECTION_METRIC, num_classes
-from cider_mer.evaluation.predict import predict
-from cider_mer.io_utils import atomic_write_json, atomic_write_text, read_json, versions
-from cider_mer.maci.counterfactual import BiasVocabulary, build_bias_vocabulary
-from cider_mer.maci.mcm import MCMHead
-from cider_mer.maci.statistics import cached_statistics
-from cider_mer.maci.tau import select_tau
-from cider_mer.metrics import task_metrics
+from cider_mer.data.labels import SELECTION_METRIC
+from cider_mer.io_utils import atomic_write_text, json_normal, read_json
+from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
 from cider_mer.missing import KeepMasks, apply_missing, dropped_masks, sample_training_keep
-from cider_mer.models.interface import ModelInputs, MerModel
-from cider_mer.models.interface import DataShapes
-from cider_mer.models.registry import build_model, get_spec, make_config
-from cider_mer.text.cache import cached_text_features, encoder_fingerprint
+from cider_mer.models.interface import EpochPlan, MerModel, ModelInputs, ObjectiveBatch, TaskLoss
+from cider_mer.runs import CONFIG_FILE, LOG_FILE, RESUME_FILE, Run, RunError
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
-from cider_mer.training.batches import DeviceSplit, bucketed_batches, shuffled_batches
-from cider_mer.training.checkpoint import load_resume, save_model, save_resume
 from cider_mer.training.config import TrainConfig
-
-CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE = (
-    "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json")
-
-
-class RunError(ValueError):
-    """A run directory is missing, incomplete or does not fit the request."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device '{name}' was asked for, but CUDA is not available")
-    return dev
-
-
-def autocast_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The model's autocast dtype: bf16 only for ``precision="bf16"`` on CUDA, else None (fp32)."""
-    return torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else None
 
 
 def set_tf32(device: torch.device, allowed: bool) -> None:
@@ -94,44 +65,65 @@ def build_optimizer(model: MerModel, cfg: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups)
 
 
+def head_loss(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The task loss of the head's outputs (B, C): NLL of log-probabilities, or L1 of the (B, 1) score."""
+    if task == "regression":
+        return F.l1_loss(outputs.float().reshape(-1), labels.float())
+    return F.nll_loss(outputs.float(), labels)
+
+
+def raw_output_loss(task: str) -> TaskLoss:
+    """The task loss of raw outputs (auxiliary heads): cross-entropy of logits, or L1 of scores."""
+    if task == "regression":
+        return lambda out, y: F.l1_loss(out.float().reshape(-1), y.float())
+    return lambda out, y: F.cross_entropy(out.float(), y)
+
+
 def effective_weights(cfg: TrainConfig, model: MerModel) -> dict[str, float]:
     """The MSSD terms that are on in ``cfg`` and that the backbone can feed."""
     weights = dict(cfg.distillation_weights)
-    if not getattr(model.backbone, "supports_reconstruction", True):
+    if not model.backbone.supports_reconstruction:
         weights.pop("recon", None)
-    if not getattr(model.backbone, "supports_attention", True):
+    if not model.backbone.supports_attention:
         weights.pop("attn", None)
     return weights
 
 
+def _add_objective_terms(model: MerModel, loss: torch.Tensor, logs: dict[str, torch.Tensor],
+                         batch: ObjectiveBatch) -> torch.Tensor:
+    for name, term in model.backbone.objective_terms(batch).items():
+        logs[f"loss_{name}"] = term.detach()
+        loss = loss + term
+    return loss
+
+
 def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelInputs, labels: torch.Tensor,
               keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
-    """One MSSD step: (1) complete pass, CE, step; (2) gradients ZEROED, incomplete pass with the
-    distillation terms against the (pre-update, detached) complete pass, step.
+    """One MSSD step: (1) complete pass, task loss, step; (2) gradients ZEROED, incomplete pass with
+    the distillation terms against the (pre-update, detached) complete pass, step.
 
-    Without MSSD (``cfg.mssd=False``) only the incomplete pass with CE runs.
+    Without MSSD (``cfg.mssd=False``) this is :func:`objective_step`: only the incomplete pass runs.
     Returns the loss terms as detached scalars (no host sync).
     """
+    if not cfg.mssd:
+        return objective_step(model, optimizer, inputs, labels, keep, cfg, autocast_dtype)
     weights = effective_weights(cfg, model)
-    dev = inputs.text_ids.device
-    amp = dict(device_type=dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    amp = dict(device_type=inputs.text_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     logs: dict[str, torch.Tensor] = {}
-    complete = None
-    if cfg.mssd:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(**amp):
-            complete = model(inputs)
-            task_loss = F.nll_loss(complete.log_probs.float(), labels)
-        task_loss.backward()
-        optimizer.step()
-        logs["loss_complete"] = task_loss.detach()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(**amp):
+        complete = model(inputs)
+        task_loss = head_loss(cfg.task, complete.log_probs, labels)
+    task_loss.backward()
+    optimizer.step()
+    logs["loss_complete"] = task_loss.detach()
     optimizer.zero_grad(set_to_none=True)  # the reference code forgets this: stage-1 grads leak
     # Training masks drop tokens in practically every batch: always re-encode the incomplete text (no host sync
     # is spent checking whether the cached complete-text features could be reused).
     inputs_m = apply_missing(inputs.replace(text_features=None), keep)
     with torch.autocast(**amp):
         missing = model(inputs_m, need_recon="recon" in weights)
-        loss = F.nll_loss(missing.log_probs.float(), labels)
+        loss = head_loss(cfg.task, missing.log_probs, labels)
         logs["loss_missing"] = loss.detach()
         if "recon" in weights:
             term = losses.reconstruction_loss(missing, complete, inputs, dropped_masks(inputs, keep))
@@ -145,6 +137,29 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
             term = losses.joint_loss(missing, complete)
             logs["loss_joint"] = term.detach()
             loss = loss + weights["joint"] * term
+        loss = _add_objective_terms(model, loss, logs, ObjectiveBatch(
+            missing.backbone, None, inputs, inputs_m, keep, labels, raw_output_loss(cfg.task), model.head))
+    loss.backward()
+    optimizer.step()
+    logs["loss"] = loss.detach()
+    return logs
+
+
+def objective_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelInputs, labels: torch.Tensor,
+                   keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+    """One step of the backbone's own objective: task loss of the incomplete pass plus its objective
+    terms (with a complete pass, sharing the step, when the backbone needs one)."""
+    amp = dict(device_type=inputs.text_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    optimizer.zero_grad(set_to_none=True)
+    inputs_m = apply_missing(inputs.replace(text_features=None), keep)
+    logs: dict[str, torch.Tensor] = {}
+    with torch.autocast(**amp):
+        complete = model.backbone(inputs) if model.backbone.needs_complete_pass else None
+        missing = model(inputs_m)
+        loss = head_loss(cfg.task, missing.log_probs, labels)
+        logs["loss_missing"] = loss.detach()
+        loss = _add_objective_terms(model, loss, logs, ObjectiveBatch(
+            missing.backbone, complete, inputs, inputs_m, keep, labels, raw_output_loss(cfg.task), model.head))
     loss.backward()
     optimizer.step()
     logs["loss"] = loss.detach()
@@ -158,11 +173,25 @@ class EpochRandomness:
     shuffle: torch.Generator
     masks: torch.Generator
 
+    def states(self) -> dict[str, torch.Tensor]:
+        states = {"torch": torch.get_rng_state(), "mask": self.masks.get_state(), "shuffle": self.shuffle.get_state()}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state()
+        return states
+
+    def restore(self, states: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(states["torch"])
+        self.masks.set_state(states["mask"])
+        self.shuffle.set_state(states["shuffle"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states["cuda"])
+
 
 def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: DeviceSplit, cfg: TrainConfig,
                 rng: EpochRandomness, autocast_dtype: Optional[torch.dtype] = None, progress: bool = False,
-                desc: str = "train") -> tuple[dict[str, torch.Tensor], int]:
-    """One pass of MSSD steps over ``split`` with fresh missing masks per batch.
+                desc: str = "train", plan: EpochPlan = EpochPlan()) -> tuple[dict[str, torch.Tensor], int]:
+    """One pass of training steps over ``split`` with fresh missing masks per batch (none in a
+    ``plan.complete_only`` epoch).
 
     Returns the summed loss terms (device tensors: no host sync) and the number of batches. On
     the CPU each batch is cut to its longest text first (exact; saves padded work).
@@ -184,6 +213,8 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
             inputs = inputs.trim_text()
         keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
                                     cfg.train_missing)
+        if plan.complete_only:
+            keep = KeepMasks(inputs.text_mask > 0, inputs.audio_mask > 0, inputs.vision_mask > 0)
         logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -192,95 +223,52 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
     return sums, n_batches
 
 
-@dataclass
-class Prepared:
-    """What a run builds from its config and data before the first epoch."""
-
-    cfg: TrainConfig
-    shapes: DataShapes
-    model: MerModel
-    encoder: TextEncoder
-    device: torch.device
-    cf_vocab: Optional[BiasVocabulary]
-    data_key: str
-
-
-def load_encoder(cfg: TrainConfig) -> TextEncoder:
-    return configure_encoder(TextEncoder.from_pretrained(cfg.text_encoder, frozen=cfg.freeze_text_encoder), cfg)
-
-
-def configure_encoder(encoder: TextEncoder, cfg: TrainConfig) -> TextEncoder:
-    """Apply the run's encoder precision (also to an encoder shared between runs)."""
-    encoder.compute_dtype = torch.bfloat16 if cfg.encoder_precision == "bf16" else None
-    return encoder
-
-
-def shapes_for(data: MerDataset, encoder_dim: int, task: str) -> DataShapes:
-    return DataShapes(encoder_dim, data.audio_dim, data.vision_dim, data.text_len, data.audio_len, data.vision_len,
-                      data.aligned, num_classes(task))
-
-
-def prepare(cfg: TrainConfig, data: MerDataset, data_path: str | Path, device: torch.device,
-            encoder: Optional[TextEncoder] = None) -> Prepared:
-    """Seed, build the model, compute MACI's training statistics and vocabulary (train split only)."""
-    from cider_mer.text.cache import dataset_key
-
-    torch.manual_seed(cfg.seed)
-    encoder = configure_encoder(encoder, cfg) if encoder is not None else load_encoder(cfg)
-    shapes = shapes_for(data, encoder.dim, cfg.task)
-    model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
-    train = data["train"]
-    if isinstance(model.head, MCMHead):
-        # Class-mean text features come from the frozen PRE-TRAINED encoder (weights not yet tuned).
-        stats = cached_statistics(
-            data_path, train, cfg.task, encoder_fingerprint(encoder),
-            lambda: cached_text_features(data_path, "train", train.text_ids, train.text_mask, train.text_segment,
-                                         encoder, device=device, batch_size=cfg.eval_batch_size))
-        model.head.set_statistics(torch.as_tensor(stats.priors), torch.as_tensor(stats.class_means))
-    vocab = None
-    if cfg.counterfactual:
-        vocab = build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
-    model.to(device)
-    return Prepared(cfg, shapes, model, encoder, device, vocab, dataset_key(data_path))
-
-
-def device_split(data: MerDataset, name: str, prep: Prepared, data_path: str | Path) -> DeviceSplit:
-    """A split on the device; with a frozen encoder, its complete-text states come from the cache."""
-    split = data[name]
-    feats = None
-    if prep.cfg.freeze_text_encoder:
-        feats = cached_text_features(data_path, name, split.text_ids, split.text_mask, split.text_segment,
-                                     prep.encoder, device=prep.device, batch_size=prep.cfg.eval_batch_size)
-    return DeviceSplit.from_split(split, prep.cfg.task, prep.device, feats)
-
-
-def validate(model: MerModel, valid: DeviceSplit, cfg: TrainConfig, cf_vocab_ids: Optional[torch.Tensor],
-             autocast_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+def validate(run: Run, valid: DeviceSplit) -> dict[str, float]:
     """Complete-data validation: metrics at the tau chosen on this validation split."""
-    pred = predict(model, valid, cf_vocab=cf_vocab_ids, batch_size=cfg.eval_batch_size, autocast_dtype=autocast_dtype)
+    debiaser = run.debiaser
+    tau, pred = debiaser.tune(run.model, valid)
     labels = valid.labels.cpu().numpy()
-    tau, _ = select_tau(cfg.task, pred.log_probs, pred.cf_log_probs, labels)
-    scores = pred.log_probs if tau == 0 else pred.log_probs - tau * pred.cf_log_probs
-    out = {f"val_{k}": v for k, v in task_metrics(cfg.task, scores, labels).items()}
-    out["val_loss"] = float(F.nll_loss(torch.as_tensor(pred.log_probs), torch.as_tensor(labels)).item())
+    out = {f"val_{k}": v for k, v in task_metrics(run.cfg.task, debiaser.scores(pred, tau), labels).items()}
+    out["val_loss"] = float(head_loss(run.cfg.task, torch.as_tensor(pred.log_probs), torch.as_tensor(labels)).item())
     out["val_tau"] = tau
     return out
 
 
-def run_metadata(cfg: TrainConfig, prep: Prepared, data: MerDataset, data_path: str | Path) -> dict[str, Any]:
-    model_cfg = make_config(cfg.model, cfg.model_config)
-    return {
-        "train": cfg.to_dict(),
-        "model_config": dataclasses.asdict(model_cfg),
-        "model_source": get_spec(cfg.model).source,
-        "shapes": prep.shapes.to_dict(),
-        "text_encoder": prep.encoder.name,
-        "data": {"file": Path(data_path).name, "sha256_16": prep.data_key, "sizes": {k: data[k].n for k in ("train", "valid")}},
-        "seed": cfg.seed,
-        "mssd_terms": sorted(effective_weights(cfg, prep.model)),
-        "selection_metric": SELECTION_METRIC[cfg.task],
-        "versions": versions(),
-    }
+@dataclass
+class TrainState:
+    """The trainer's bookkeeping, saved with the resume state after every epoch."""
+
+    epoch: int = 0  # last completed epoch
+    best_value: Optional[float] = None  # best validation selection metric so far
+    best_epoch: int = 0
+    bad_epochs: int = 0  # selectable epochs since the last improvement (early stopping)
+    stopped_early: bool = False
+    seconds: float = 0.0  # training wall time so far, over all sessions
+    log: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch (train_log.csv)
+
+    def improves(self, value: float, metric: str) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if metric in LOWER_IS_BETTER else value > self.best_value
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainState":
+        values = dict(values)
+        if values.get("best_value") in (None, -math.inf, "-Infinity"):  # older runs stored -inf
+            values["best_value"] = None
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: where the run is and how its selection went."""
+
+    run_dir: Path
+    best_epoch: int
+    best_value: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -294,100 +282,89 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _generator_states(mask_gen: torch.Generator, shuffle_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    states = {"torch": torch.get_rng_state(), "mask": mask_gen.get_state(), "shuffle": shuffle_gen.get_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state()
-    return states
+def config_for_resume(run_dir: str | Path) -> TrainConfig:
+    """The settings stored in an existing run directory (``--resume`` without ``--config``)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir}: nothing to resume ('{CONFIG_FILE}' is missing)")
+    return TrainConfig.from_file(path)
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_epoch: int
-    best_value: float
-    epochs_run: int
-    stopped_early: bool
-    seconds: float
+def _open_run(cfg: TrainConfig, data: MerDataset, run_dir: Path, resume: bool,
+              encoder: Optional[TextEncoder]) -> Run:
+    """Build the run, refuse a directory that holds another run, and write its config."""
+    config_path = run_dir / CONFIG_FILE
+    if config_path.exists() and not resume:
+        raise RunError(f"{run_dir}: already holds a run (config.json); pass --resume to continue it or choose another --out")
+    run = Run.create(cfg, data, run_dir, encoder)
+    if resume and config_path.exists():
+        old = read_json(config_path)
+        same = json_normal(TrainConfig.from_dict(old.get("train", {})).to_dict()) == json_normal(cfg.to_dict())
+        if not same or old.get("data", {}).get("sha256_16") != run.meta["data"]["sha256_16"]:
+            raise RunError(f"{run_dir}: --resume needs the same settings and dataset as the original run "
+                           "(compare config.json)")
+    run.meta["mssd_terms"] = sorted(effective_weights(cfg, run.model)) if cfg.mssd else []
+    run.save_config()
+    return run
 
 
-def train(cfg: TrainConfig, data: MerDataset, data_path: str | Path, run_dir: str | Path, resume: bool = False,
+def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng: EpochRandomness,
+               state: TrainState, progress: bool) -> dict[str, Any]:
+    """Train one epoch, validate, keep the checkpoint when it improves; returns the log row."""
+    epoch, metric = state.epoch + 1, SELECTION_METRIC[run.cfg.task]
+    plan = run.model.backbone.epoch_plan(epoch)
+    t0 = time.time()
+    sums, n_batches = train_epoch(run.model, optimizer, splits[0], run.cfg, rng, run.autocast_dtype,
+                                  progress=progress, desc=f"epoch {epoch}", plan=plan)
+    row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / max(n_batches, 1) for k, v in sums.items()},
+                           "train_seconds": round(time.time() - t0, 3)}
+    row.update(validate(run, splits[1]))
+    value = row[f"val_{metric}"]
+    improved = plan.selectable and state.improves(value, metric)
+    if improved:
+        state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+        run.save_weights({"epoch": epoch, f"val_{metric}": value, "val_tau": row["val_tau"]})
+    elif plan.selectable:
+        state.bad_epochs += 1
+    state.epoch, state.stopped_early = epoch, state.bad_epochs >= run.cfg.patience
+    state.log.append(row)
+    if progress:
+        print(f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {value:.2f}  tau {row['val_tau']:.1f}  "
+              f"({row['train_seconds']:.1f}s){' *' if improved else ''}", flush=True)
+    return row
+
+
+def train(cfg: Optional[TrainConfig], data: MerDataset, run_dir: str | Path, resume: bool = False,
           progress: bool = True, encoder: Optional[TextEncoder] = None,
           epoch_callback: Optional[Callable[[int, dict[str, float]], None]] = None) -> TrainResult:
     """Train ``cfg`` on ``data`` (train and valid splits only) into ``run_dir``.
 
-    ``epoch_callback(epoch, row)`` is called after each epoch (used by tuning for pruning; it may
-    raise to stop the run).
+    ``cfg=None`` with ``resume`` continues with the settings stored in the run. ``epoch_callback(epoch,
+    row)`` is called after each epoch (tuning prunes through it; it may raise to stop the run).
     """
     run_dir = Path(run_dir)
-    config_path, resume_path = run_dir / CONFIG_FILE, run_dir / RESUME_FILE
-    if config_path.exists() and not resume:
-        raise RunError(f"{run_dir}: already holds a run (config.json); pass --resume to continue it or choose another --out")
-    device = resolve_device(cfg.device)
-    prep = prepare(cfg, data, data_path, device, encoder)
-    meta = run_metadata(cfg, prep, data, data_path)
-    if resume and config_path.exists():
-        old = read_json(config_path)
-        if old.get("train") != meta["train"] or old.get("data", {}).get("sha256_16") != prep.data_key:
-            raise RunError(f"{run_dir}: --resume needs the same settings and dataset as the original run "
-                           "(compare config.json)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config_path, meta)
-    if prep.cf_vocab is not None:
-        atomic_write_json(run_dir / MACI_FILE, {"vocabulary": prep.cf_vocab.to_dict()})
-
-    model = prep.model
-    train_split = device_split(data, "train", prep, data_path)
-    valid_split = device_split(data, "valid", prep, data_path)
-    cf_ids = None if prep.cf_vocab is None else torch.as_tensor(prep.cf_vocab.token_ids, device=device)
-    optimizer = build_optimizer(model, cfg)
-    autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    set_tf32(device, cfg.precision == "bf16")
+    cfg = cfg if cfg is not None else config_for_resume(run_dir)
+    run = _open_run(cfg, data, run_dir, resume, encoder)
+    splits = (run.split(data, "train"), run.split(data, "valid"))
+    optimizer = build_optimizer(run.model, cfg)
+    set_tf32(run.device, cfg.precision == "bf16")
     if cfg.compile:
-        model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
-
-    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    include_encoder = not cfg.freeze_text_encoder
-    book: dict[str, Any] = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0, "log": [],
-                            "stopped_early": False, "seconds": 0.0}
-    if resume and resume_path.exists():
-        gens, book = load_resume(resume_path, model, optimizer)
-        torch.set_rng_state(gens["torch"])
-        mask_gen.set_state(gens["mask"])
-        shuffle_gen.set_state(gens["shuffle"])
-        if "cuda" in gens and torch.cuda.is_available():
-            torch.cuda.set_rng_state(gens["cuda"])
-    metric = SELECTION_METRIC[cfg.task]
-    started = time.time() - book["seconds"]
-    while book["epoch"] < cfg.epochs and not book["stopped_early"]:
-        epoch = book["epoch"] + 1
-        t0 = time.time()
-        sums, n_batches = train_epoch(model, optimizer, train_split, cfg, EpochRandomness(shuffle_gen, mask_gen),
-                                      autocast_dtype, progress=progress, desc=f"epoch {epoch}")
-        train_seconds = time.time() - t0
-        row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / max(n_batches, 1) for k, v in sums.items()},
-                               "train_seconds": round(train_seconds, 3)}
-        row.update(validate(model, valid_split, cfg, cf_ids, autocast_dtype))
-        value = row[f"val_{metric}"]
-        improved = value > book["best_value"]
-        if improved:
-            book.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-            save_model(run_dir / MODEL_FILE, model, include_encoder,
-                       {"epoch": epoch, f"val_{metric}": value, "val_tau": row["val_tau"]})
-        else:
-            book["bad_epochs"] += 1
-        book["epoch"] = epoch
-        book["stopped_early"] = book["bad_epochs"] >= cfg.patience
-        book["seconds"] = time.time() - started
-        book["log"].append(row)
-        _write_log(run_dir / LOG_FILE, book["log"])
-        save_resume(resume_path, model, optimizer, include_encoder, _generator_states(mask_gen, shuffle_gen), book)
-        if progress:
-            extra = " *" if improved else ""
-            print(f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {value:.2f}  tau {row['val_tau']:.1f}  "
-                  f"({train_seconds:.1f}s){extra}", flush=True)
+        run.model.backbone = torch.compile(run.model.backbone)  # type: ignore[assignment]
+    rng = EpochRandomness(shuffle=torch.Generator().manual_seed(cfg.seed + 2),
+                          masks=torch.Generator(device=run.device).manual_seed(cfg.seed + 1))
+    state = TrainState()
+    if resume and run.path(RESUME_FILE).exists():
+        states, book = load_resume(run.path(RESUME_FILE), run.model, optimizer)
+        rng.restore(states)
+        state = TrainState.from_dict(book)
+    started = time.time() - state.seconds
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        row = _run_epoch(run, optimizer, splits, rng, state, progress)
+        state.seconds = time.time() - started
+        _write_log(run.path(LOG_FILE), state.log)
+        save_resume(run.path(RESUME_FILE), run.model, optimizer, not cfg.freeze_text_encoder, rng.states(),
+                    asdict(state))
         if epoch_callback is not None:
-            epoch_callback(epoch, row)
-    return TrainResult(run_dir, book["best_epoch"], book["best_value"], book["epoch"], book["stopped_early"],
-                       book["seconds"])
+            epoch_callback(state.epoch, row)
+    best = state.best_value if state.best_value is not None else float("nan")
+    return TrainResult(run_dir, state.best_epoch, best, state.epoch, state.stopped_early, state.seconds)

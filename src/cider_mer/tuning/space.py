@@ -99,15 +99,7 @@ def params_key(params: dict[str, Any], space: Sequence[Param] = TABLE_II) -> Opt
 
 def apply_params(base: TrainConfig, params: dict[str, Any], space: Sequence[Param] = TABLE_II) -> TrainConfig:
     """``base`` with the sampled values set: model settings inside ``model_config``, the rest as fields."""
-    values = base.to_dict()
-    model_cfg = dict(values.get("model_config") or {})
     cleaned = clean_params(params, space)
-    for p in space:
-        if p.name not in cleaned:
-            continue
-        if p.target == MODEL:
-            model_cfg[p.name] = cleaned[p.name]
-        else:
-            values[p.name] = cleaned[p.name]
-    values["model_config"] = model_cfg
-    return TrainConfig.from_dict(values, source="tuned config")
+    model_values = {p.name: cleaned[p.name] for p in space if p.name in cleaned and p.target == MODEL}
+    values = {p.name: cleaned[p.name] for p in space if p.name in cleaned and p.target != MODEL}
+    return base.with_overrides(**values, model_config=model_values)

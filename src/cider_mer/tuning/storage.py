@@ -20,12 +20,19 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from cider_mer.errors import CiderError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.trial import FrozenTrial
 
 EXPECTED = "expected sqlite:///path/to/study.db or postgresql://user:password@host:5432/database"
 
 
-class StorageError(ValueError):
+class StorageError(CiderError):
     """A storage URL that cannot be used (malformed, unknown database, missing driver, unreachable)."""
 
 
@@ -76,7 +83,7 @@ class RetryCrashedTrial:
     def __init__(self, max_retry: Optional[int] = 3) -> None:
         self.max_retry = max_retry
 
-    def __call__(self, study: Any, trial: Any) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         import optuna
 
         history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
@@ -91,7 +98,7 @@ class RetryCrashedTrial:
                           "retry_history": history}))
 
 
-def open_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> Any:
+def open_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> RDBStorage:
     """An RDBStorage for ``url`` with heartbeat and retry of crashed trials; raises StorageError."""
     import optuna
     import sqlalchemy.exc

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from cider_mer.data.dataset import Split
-from cider_mer.missing import KeepMasks
 from cider_mer.models.interface import ModelInputs
 
 
@@ -29,7 +28,7 @@ class DeviceSplit:
     audio_mask: torch.Tensor  # (N, T_a)
     vision: torch.Tensor  # (N, T_v, d_v)
     vision_mask: torch.Tensor  # (N, T_v)
-    labels: torch.Tensor  # (N,) long, for the run's task
+    labels: torch.Tensor  # (N,) long class ids for the run's task; float scores for regression
     text_features: Optional[torch.Tensor] = None  # (N, L, D_t) frozen-encoder states of the complete text
 
     @classmethod
@@ -45,7 +44,7 @@ class DeviceSplit:
             audio_mask=_frame_mask(split.audio_lengths, split.audio.shape[1]).to(device),
             vision=t(split.vision),
             vision_mask=_frame_mask(split.vision_lengths, split.vision.shape[1]).to(device),
-            labels=t(split.labels(task), torch.long),
+            labels=t(split.labels(task), torch.float32 if task == "regression" else torch.long),
             text_features=None if text_features is None else t(text_features, torch.float32),
         )
 
@@ -109,7 +108,3 @@ def length_sorted_batches(split: DeviceSplit, batch_size: int) -> list[torch.Ten
     """Evaluation batches of samples with similar text length (the encoder trims each batch)."""
     order = torch.argsort(split.text_mask.sum(dim=1), stable=True)
     return [order[i:i + batch_size] for i in range(0, split.n, batch_size)]
-
-
-def index_keep(keep: Optional[KeepMasks], idx: torch.Tensor) -> Optional[KeepMasks]:
-    return None if keep is None else keep.index(idx)

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cider_mer.errors import CiderError
 from cider_mer.io_utils import atomic_path, to_jsonable
 
 ENCODER_PREFIX = "backbone.text_encoder."
@@ -64,17 +65,17 @@ def load_model(path: str | Path, model: nn.Module) -> dict[str, Any]:
         with safe_open(path, framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("cider_mer", "{}"))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path}: cannot read the model weights ({exc})") from exc
+        raise CiderError(f"{path}: cannot read the model weights ({exc})") from exc
     expected = model.state_dict()
     has_encoder = any(k.startswith(ENCODER_PREFIX) for k in state)
     wanted = {k for k in expected if has_encoder or not k.startswith(ENCODER_PREFIX)}
     missing, unexpected = sorted(wanted - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model built from config.json "
+        raise CiderError(f"{path}: weights do not fit the model built from config.json "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise ValueError(f"{path}: weight '{k}' has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
+            raise CiderError(f"{path}: weight '{k}' has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
     model.load_state_dict(state, strict=False)
     return meta
 
@@ -105,7 +106,7 @@ def load_resume(path: str | Path, model: nn.Module, optimizer: torch.optim.Optim
         with safe_open(path, framework="pt") as f:
             meta = json.loads(f.metadata()["cider_mer"])
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ValueError(f"{path}: cannot read the resume state ({exc})") from exc
+        raise CiderError(f"{path}: cannot read the resume state ({exc})") from exc
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_sd, strict=False)
     state: dict[int, dict[str, Any]] = {}

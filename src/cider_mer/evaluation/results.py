@@ -1,0 +1,100 @@
+"""The protocol's product: :class:`EvalResults`, written as ``results.json``.
+
+``results.json`` schema (unchanged since the first release, so old files still load):
+``missing_mode``, ``split``, ``rates`` (floats; empty for SMM), ``points`` (rates or SMM subsets as
+strings), ``seeds`` (mask seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`` per point and
+``per_seed`` [seed][point], in percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME ->
+float; only with >= 2 numeric rates), ``tau_selection`` (how tau was chosen, in words), ``tau``
+(``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
+``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class MetricCurve:
+    """One metric over the evaluation points: mean and std over mask seeds, and every seed's value."""
+
+    mean: list[float]
+    std: list[float]
+    per_seed: list[list[float]]  # [seed][point]
+
+
+@dataclass
+class EvalResults:
+    """Results of :func:`~cider_mer.evaluation.protocol.evaluate` for one run, split and missing mode."""
+
+    missing_mode: str
+    split: str
+    rates: list[float]  # the numeric rates (empty for SMM, whose points are modality subsets)
+    points: list[str]
+    seeds: list[int]
+    task: str
+    metrics: dict[str, MetricCurve]
+    tau_selection: str  # how tau was chosen, in words ("oracle: ..." when test labels chose it)
+    tau_mean: Optional[list[float]] = None  # per point (validation-chosen tau)
+    tau_per_seed: Optional[list[list[float]]] = None
+    oracle_tau: Optional[dict[str, list[float]]] = None  # metric -> mean tau per point (oracle only)
+    auilc: dict[str, float] = field(default_factory=dict)
+    auilc_std: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    run_dir: Optional[str] = None
+    data: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def is_oracle(self) -> bool:
+        return self.oracle_tau is not None
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the points are missing rates (else SMM subsets)."""
+        return bool(self.rates)
+
+    def at_rate(self, metric: str, rate: float) -> Optional[float]:
+        """Mean of ``metric`` at missing rate ``rate`` (None when that rate was not evaluated)."""
+        rates = [float(r) for r in self.rates]
+        return self.metrics[metric].mean[rates.index(float(rate))] if float(rate) in rates else None
+
+    def tau_at_rate(self, rate: float) -> Optional[float]:
+        rates = [float(r) for r in self.rates]
+        if self.tau_mean is None or float(rate) not in rates:
+            return None
+        return self.tau_mean[rates.index(float(rate))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``results.json`` object."""
+        tau: dict[str, Any] = (dict(self.oracle_tau) if self.is_oracle
+                               else {"mean": self.tau_mean, "per_seed": self.tau_per_seed})
+        return {
+            "missing_mode": self.missing_mode, "split": self.split, "rates": self.rates, "points": self.points,
+            "seeds": self.seeds, "task": self.task,
+            "metrics": {k: {"mean": c.mean, "std": c.std, "per_seed": c.per_seed} for k, c in self.metrics.items()},
+            "auilc": self.auilc, "auilc_std": self.auilc_std, "tau_selection": self.tau_selection, "tau": tau,
+            "config": self.config, "run_dir": self.run_dir, "data": self.data, "versions": self.versions,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalResults":
+        """Read a ``results.json`` object (any version of the schema above)."""
+        tau = d.get("tau") or {}
+        oracle = "mean" not in tau
+        return cls(
+            missing_mode=d["missing_mode"], split=d["split"], rates=[float(r) for r in d.get("rates", [])],
+            points=[str(p) for p in d.get("points", d.get("rates", []))], seeds=[int(s) for s in d["seeds"]],
+            task=d["task"],
+            metrics={k: MetricCurve(list(v["mean"]), list(v["std"]), [list(r) for r in v.get("per_seed", [])])
+                     for k, v in d["metrics"].items()},
+            tau_selection=d.get("tau_selection", ""),
+            tau_mean=None if oracle else list(tau["mean"]), tau_per_seed=None if oracle else tau.get("per_seed"),
+            oracle_tau=dict(tau) if oracle else None,
+            auilc=dict(d.get("auilc", {})), auilc_std=dict(d.get("auilc_std", {})), config=d.get("config", {}),
+            run_dir=d.get("run_dir"), data=d.get("data", {}), versions=d.get("versions", {}),
+            seconds=float(d.get("seconds", 0.0)),
+        )
