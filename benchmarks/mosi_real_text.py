@@ -125,8 +125,8 @@ def main(argv=None) -> None:
         sys.exit(f"error: {args.csv}: no such file (the real MOSI transcripts)")
 
     from cider_mer.ablation.suite import run_ablation
-    from cider_mer.cli.run_cmds import parse_seeds
-    from cider_mer.demo import cpu_friendly_config
+    from cider_mer.cli.options import parse_seeds
+    from cider_mer.training.presets import cpu_friendly_config
 
     tasks = [t for t in args.tasks.split(",") if t]
     t0 = time.time()
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
             agg = run_ablation(base, files[(setting, task)], out, variants=list(VARIANTS), n_seeds=args.seeds,
                                eval_seeds=parse_seeds(args.eval_seeds), progress=False,
                                command="python benchmarks/mosi_real_text.py " + " ".join(argv or sys.argv[1:]))
-            aggs[(setting, task)] = agg
+            aggs[(setting, task)] = agg.to_dict()  # the ablation.json form
     encoder = "fine-tuned all-MiniLM-L6-v2 (3 MCT layers, 8 heads)" if args.finetune else \
         "frozen all-MiniLM-L6-v2, cached features; 2 MCT layers, 2 heads, length-bucketed batches"
     section = "\n".join([

@@ -18,7 +18,7 @@ from cider_mer.ablation.variants import VARIANT_NAMES, VARIANTS, get_variant, pa
 from cider_mer.io_utils import update_marked_section
 from cider_mer.models.interface import DataShapes
 from cider_mer.models.registry import build_model
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 from cider_mer.models.cider import CiderConfig
 from cider_mer.runs import RunError
 from helpers import tiny_bert_dir, tiny_data_file

@@ -108,7 +108,6 @@ def small_model(aligned=False, num_classes=1, maci=False, text_encoder=None, see
     torch.manual_seed(seed)
     model = build_model("emt_dlfr", small_shapes(aligned, num_classes), {**SMALL, **options},
                         text_encoder=text_encoder, maci=maci)
-    model.backbone.bind_head(model.head)
     return model
 
 
@@ -174,7 +173,8 @@ def objective_batch(model, inputs, keep, labels, task_loss=regression_loss, comp
     incomplete = model(inputs_m)
     complete = model(inputs if complete_features else inputs.replace(text_features=None))
     batch = ObjectiveBatch(incomplete=incomplete.backbone, complete=complete.backbone, inputs=inputs,
-                           incomplete_inputs=inputs_m, keep=keep, labels=labels, task_loss=task_loss)
+                           incomplete_inputs=inputs_m, keep=keep, labels=labels, task_loss=task_loss,
+                           head=model.head)
     return incomplete, batch
 
 
@@ -373,13 +373,8 @@ def test_objective_without_complete_pass_or_head():
     inputs = make_inputs()
     _, batch = objective_batch(model, inputs, random_keep(inputs), torch.zeros(B))
     assert model.backbone.objective_terms(dataclasses.replace(batch, complete=None)) == {}
-    unbound = small_model().eval()
-    unbound.backbone.bind_head(None)
-    _, batch = objective_batch(unbound, inputs, random_keep(inputs), torch.zeros(B))
-    with pytest.raises(RuntimeError, match="bind_head"):
-        unbound.backbone.objective_terms(batch)
-    # The bound head is a plain reference: not a submodule, not in the state dict, not counted twice.
-    assert not any(k.startswith("_bound_head") for k in model.backbone.state_dict())
+    with pytest.raises(RuntimeError, match="head"):
+        model.backbone.objective_terms(dataclasses.replace(batch, head=None))
     assert own_count(model) == own_count(model.backbone) + own_count(model.head)
 
 

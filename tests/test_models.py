@@ -20,11 +20,12 @@ from cider_mer.batches import DeviceSplit
 from cider_mer.cli import main
 from cider_mer.data.dataset import dataset_from_dict, load_dataset
 from cider_mer.data.labels import num_classes
-from cider_mer.missing import KeepMasks, sample_training_keep
+from cider_mer.missing import sample_training_keep
+from cider_mer.models.interface import KeepMasks
 from cider_mer.models.registry import available_models, build_model
 from cider_mer.runs import Run, shapes_for
 from cider_mer.text.encoder import TextEncoder
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 from cider_mer.training.trainer import mssd_step
 from conftest import make_dataset_dict
 from helpers import tiny_bert_dir, tiny_data_file

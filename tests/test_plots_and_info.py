@@ -7,7 +7,7 @@ import pytest
 from cider_mer.cli import main
 from cider_mer.data.dataset import load_dataset
 from cider_mer.runs import load_run
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 from cider_mer.training.trainer import train
 from helpers import tiny_bert_dir, tiny_data_file
 

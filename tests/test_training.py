@@ -13,7 +13,7 @@ from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.registry import build_model
 from cider_mer.training import losses
 from cider_mer.batches import DeviceSplit
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 from cider_mer.runs import RunError, shapes_for
 from cider_mer.training.trainer import mssd_step, train
 from helpers import tiny_bert_dir, tiny_data_file

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from cider_mer.cli import main
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
+from cider_mer.models.cider import CiderConfig
 from cider_mer.tuning.census import take_census
 from cider_mer.tuning.search import tune
 from cider_mer.tuning.settings import TuneError
@@ -77,7 +78,7 @@ def test_space_and_params():
     cfg = apply_params(TrainConfig(), {"layers": 2, "heads": 4, "attn_dropout": 0.30000000000000004,
                                        "embed_dropout": 0.1, "out_dropout": 0.0, "recon_weight": 0.7,
                                        "attn_weight": 0.0, "joint_weight": 1.0})
-    assert cfg.model_config == {"layers": 2, "heads": 4, "attn_dropout": 0.3, "embed_dropout": 0.1, "out_dropout": 0.0}
+    assert cfg.model_config == CiderConfig(layers=2, heads=4, attn_dropout=0.3, embed_dropout=0.1, out_dropout=0.0)
     assert (cfg.recon_weight, cfg.attn_weight, cfg.joint_weight) == (0.7, 0.0, 1.0)
     assert params_key({"layers": 1}) is None
     assert mask_url("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
@@ -115,7 +116,7 @@ def test_cli_study_resumes_to_the_requested_total(env, tmp_path, capsys):
     cfg = TrainConfig.from_file(out / "best_config.json")  # what `cider train --config` reads
     expected = apply_params(base_cfg(env, patience=10, eval_batch_size=256), best.params)
     assert cfg.to_dict() == expected.to_dict()
-    assert cfg.model_config["layers"] == best.params["layers"] and cfg.model_config["heads"] == best.params["heads"]
+    assert cfg.model_config.layers == best.params["layers"] and cfg.model_config.heads == best.params["heads"]
     assert cfg.recon_weight == round(best.params["recon_weight"], 6)
     summary = json.loads((out / "tuning.json").read_text())
     assert summary["best"]["trial"] == best.number and summary["finished_trials"] == 3

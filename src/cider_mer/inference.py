@@ -17,8 +17,8 @@ import torch
 from cider_mer.batches import DeviceSplit, length_sorted_batches
 from cider_mer.maci.counterfactual import counterfactual_ids
 from cider_mer.maci.tau import debias, select_tau
-from cider_mer.missing import KeepMasks, apply_missing
-from cider_mer.models.interface import MerModel, ModelInputs
+from cider_mer.missing import apply_missing
+from cider_mer.models.interface import KeepMasks, MerModel, ModelInputs
 
 InputsMap = Callable[[ModelInputs], ModelInputs]
 

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from cider_mer.models.interface import ModelInputs
+from cider_mer.models.interface import KeepMasks, ModelInputs
 from cider_mer.text.encoder import UNK_ID
 
 MODES = ("RMFM", "RMFM_same", "RMM", "TMFM", "STMFM", "SMM")
@@ -42,24 +42,6 @@ TRAIN_SCHEMES = ("per_sample", "per_position")
 
 class MissingModeError(CiderError):
     pass
-
-
-@dataclass
-class KeepMasks:
-    """Boolean keep masks; padding is always False."""
-
-    text: torch.Tensor  # (B, L)
-    audio: torch.Tensor  # (B, T_a)
-    vision: torch.Tensor  # (B, T_v)
-
-    def index(self, idx: torch.Tensor) -> "KeepMasks":
-        return KeepMasks(self.text[idx], self.audio[idx], self.vision[idx])
-
-    def trim_text(self, length: int) -> "KeepMasks":
-        return KeepMasks(self.text[:, :length], self.audio, self.vision)
-
-    def to(self, device) -> "KeepMasks":
-        return KeepMasks(self.text.to(device), self.audio.to(device), self.vision.to(device))
 
 
 def _boundary(text_mask: torch.Tensor) -> torch.Tensor:

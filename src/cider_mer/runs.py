@@ -32,12 +32,11 @@ from cider_mer.io_utils import atomic_write_json, read_json, versions
 from cider_mer.maci.counterfactual import BiasVocabulary, build_bias_vocabulary
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.maci.statistics import cached_statistics
-from cider_mer.missing import KeepMasks
-from cider_mer.models.interface import DataShapes, MerModel
+from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
 from cider_mer.text.cache import cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE = (
     "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json")

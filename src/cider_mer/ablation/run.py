@@ -26,7 +26,7 @@ from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json
 from cider_mer.metrics import RATES_DEFAULT
 from cider_mer.runs import CONFIG_FILE, RunError
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"

@@ -24,7 +24,7 @@ from cider_mer.ablation.run import (DEFAULT_EPOCHS, DEFAULT_TRAINING_SEEDS, RunS
 from cider_mer.ablation.variants import parse_variants
 from cider_mer.evaluation.protocol import DEFAULT_EVAL_SEEDS
 from cider_mer.metrics import RATES_DEFAULT
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 __all__ = ["run_ablation", "default_base_config", "DEFAULT_EPOCHS", "run_one", "aggregate", "write_outputs"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from cider_mer.errors import ConfigError
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 
 @dataclass(frozen=True)

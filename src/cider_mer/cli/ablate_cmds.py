@@ -78,7 +78,7 @@ def ablate_cmd(
     from cider_mer.ablation.suite import default_base_config, run_ablation
     from cider_mer.ablation.variants import parse_variants
     from cider_mer.cli.options import parse_rates, parse_seeds
-    from cider_mer.training.config import compose_config
+    from cider_mer.config import compose_config
 
     if seeds < 1:
         raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")

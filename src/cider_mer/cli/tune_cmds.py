@@ -44,7 +44,7 @@ def tune_cmd(
 
     import optuna
 
-    from cider_mer.training.config import compose_config
+    from cider_mer.config import compose_config
     from cider_mer.tuning.search import tune
 
     base = compose_config(config, task=task, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size,

@@ -159,10 +159,6 @@ class MerDataset:
     def vision_dim(self) -> int:
         return int(self.splits["train"].vision.shape[2])
 
-    @property
-    def has_raw_text(self) -> bool:
-        return all(s.raw_text is not None for s in self.splits.values())
-
     def shapes(self) -> dict[str, int | bool]:
         return {
             "aligned": self.aligned,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, Reconstructions
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, Reconstructions, check_text_width
 from cider_mer.models.layers.mct import MultimodalCompositeTransformer
 from cider_mer.models.layers.pooling import AttentionPooling
 from cider_mer.models.layers.wsam import WordAlignedAttention
@@ -63,13 +63,19 @@ def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x.transpose(1, 2)).transpose(1, 2)
 
 
+@register_backbone(
+    "cider",
+    CiderConfig,
+    description="CIDer: WSAM word alignment, GRUs, multimodal composite transformer, attention pooling",
+    source="Zhong et al., CIDer, arXiv 2506.10452",
+    mssd_default=True,
+)
 class CIDer(Backbone):
     """CIDer backbone: ``forward(inputs, need_recon=False) -> BackboneOutput`` with joint (B, 3E)."""
 
     def __init__(self, config: CiderConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         if shapes.aligned and not shapes.text_len == shapes.audio_len == shapes.vision_len:
             raise ValueError(
                 "aligned data needs equal text/audio/vision lengths, got "
@@ -188,13 +194,3 @@ class CIDer(Backbone):
         vision = self.recon_vision_out(F.relu(_over_time(self.recon_vision_time, frames[1])))
         return Reconstructions(text=self.recon_text(h_text), audio=audio, vision=vision)
 
-
-@register_backbone(
-    "cider",
-    CiderConfig,
-    description="CIDer: WSAM word alignment, GRUs, multimodal composite transformer, attention pooling",
-    source="Zhong et al., CIDer, arXiv 2506.10452",
-    mssd_default=True,
-)
-def build_cider(config: CiderConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> CIDer:
-    return CIDer(config, shapes, text_encoder)

@@ -94,7 +94,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 
@@ -213,6 +213,12 @@ def label_margin_hinge(feats: torch.Tensor, labels: torch.Tensor, scale: float =
     return (mean_per_anchor * valid).sum() / valid.sum().clamp_min(1)
 
 
+@register_backbone(
+    "dlf",
+    DlfConfig,
+    description="DLF: specific/shared disentanglement, language-focused attractor, 4-branch fusion",
+    source="Wang et al., Disentangled-Language-Focused MSA, AAAI 2025; pwang322/DLF@251bf2c",
+)
 class DLF(Backbone):
     """DLF backbone: ``forward(inputs) -> BackboneOutput`` with joint z (B, 6d); see the module docstring."""
 
@@ -223,8 +229,7 @@ class DLF(Backbone):
 
     def __init__(self, config: DlfConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         kernels = {"l": config.kernel_text, "a": config.kernel_audio, "v": config.kernel_vision}
         lengths = {"l": shapes.text_len, "a": shapes.audio_len, "v": shapes.vision_len}
         for m in MODALITIES:
@@ -377,12 +382,3 @@ class DLF(Backbone):
         terms["aux_triplet"] = cfg.triplet_weight * triplet
         return terms
 
-
-@register_backbone(
-    "dlf",
-    DlfConfig,
-    description="DLF: specific/shared disentanglement, language-focused attractor, 4-branch fusion",
-    source="Wang et al., Disentangled-Language-Focused MSA, AAAI 2025; pwang322/DLF@251bf2c",
-)
-def build_dlf(config: DlfConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> DLF:
-    return DLF(config, shapes, text_encoder)

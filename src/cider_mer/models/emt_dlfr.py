@@ -54,9 +54,8 @@ loss] + w_attra * (L_attraction + L1(pred on the complete view)) + w_recon * L_r
   (detached; positions 1..L-1) and the complete raw audio / vision frames. Dropped = valid and not kept
   (``batch.keep``); [CLS] and [SEP] are never dropped.
 Every term needs the complete view: with ``batch.complete`` None (the MSSD step passes none) no term is added.
-The complete-view prediction needs the head, which the backbone does not own: ``objective_terms`` uses
-``batch.head`` if the ObjectiveBatch carries one, else the head bound with :meth:`EmtDlfr.bind_head`
-(``build_emt_dlfr`` cannot bind it because the head is built after the backbone); without either it raises.
+The complete-view prediction goes through the model's head, which the backbone does not own: the trainer
+passes it as ``batch.head`` (without one, ``objective_terms`` raises).
 
 Parameters (MOSI, D_t 768, d_a 5, d_v 20): 2,322,522 + 257 * C with the toolkit head (C = 1: 2,322,779, equal
 to the original regression model; the count does not depend on the sequence lengths or alignment). No parameter
@@ -90,7 +89,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
 from cider_mer.models.layers.pooling import masked_softmax
 from cider_mer.models.registry import register_backbone
 
@@ -356,6 +355,14 @@ def _to_model(dim_in: int, dim: int) -> nn.Module:
 # ---------------------------------------------------------------- the backbone
 
 
+@register_backbone(
+    "emt_dlfr",
+    EmtDlfrConfig,
+    description="EMT-DLFR: LSTM audio/vision, efficient multimodal transformer (GMC tokens), SimSiam attraction "
+                "and low-level reconstruction",
+    source="Sun et al., Efficient Multimodal Transformer with Dual-Level Feature Restoration, IEEE TAC 2023; "
+           "sunlicai/EMT-DLFR@e9f0960",
+)
 class EmtDlfr(Backbone):
     """EMT-DLFR backbone: ``forward(inputs) -> BackboneOutput`` with joint x_f (B, post_fusion_dim)."""
 
@@ -365,8 +372,7 @@ class EmtDlfr(Backbone):
 
     def __init__(self, config: EmtDlfrConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         if shapes.text_len < 2:
             raise ValueError(f"text_len must hold at least [CLS] and [SEP], got {shapes.text_len}")
         c, d = config, config.d_model
@@ -403,14 +409,6 @@ class EmtDlfr(Backbone):
         self.post_fusion_layer_1 = nn.Linear(text_out + c.audio_out + c.vision_out + gmc_dim, c.post_fusion_dim)
         self.post_fusion_layer_2 = nn.Linear(c.post_fusion_dim, c.post_fusion_dim)
         # post_fusion_layer_3 = Linear(post_fusion_dim, C) is the toolkit head.
-        object.__setattr__(self, "_bound_head", None)  # not a submodule: not counted, not in state_dict
-
-    def bind_head(self, head: Optional[nn.Module]) -> None:
-        """Tell the backbone which head turns its joint into predictions (the complete-view task loss needs it).
-
-        The head is held as a plain reference, not registered as a submodule.
-        """
-        object.__setattr__(self, "_bound_head", head)
 
     def forward(self, inputs: ModelInputs, need_recon: bool = False) -> BackboneOutput:
         """Joint x_f (B, J), text states (B, L, D_t), extras as in the module docstring.
@@ -457,10 +455,10 @@ class EmtDlfr(Backbone):
         (x reconstruction_weight); see the module docstring."""
         if batch.complete is None:  # e.g. under MSSD, whose trainer step passes no complete view
             return {}
-        head = getattr(batch, "head", None) or self._bound_head
+        head = batch.head
         if head is None:
-            raise RuntimeError("EMT-DLFR's complete-view task loss needs the head: call backbone.bind_head(model.head) "
-                               "or pass an ObjectiveBatch with a `head`")
+            raise RuntimeError("EMT-DLFR's complete-view task loss needs the model's head: pass an ObjectiveBatch "
+                               "with a `head`")
         missing, complete = batch.incomplete.extras, batch.complete.extras
         attraction = 0.0
         for name in ("gmc", "text", "audio", "vision"):
@@ -491,14 +489,3 @@ class EmtDlfr(Backbone):
             "aux_reconstruction": c.reconstruction_weight * reconstruction,
         }
 
-
-@register_backbone(
-    "emt_dlfr",
-    EmtDlfrConfig,
-    description="EMT-DLFR: LSTM audio/vision, efficient multimodal transformer (GMC tokens), SimSiam attraction "
-                "and low-level reconstruction",
-    source="Sun et al., Efficient Multimodal Transformer with Dual-Level Feature Restoration, IEEE TAC 2023; "
-           "sunlicai/EMT-DLFR@e9f0960",
-)
-def build_emt_dlfr(config: EmtDlfrConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> EmtDlfr:
-    return EmtDlfr(config, shapes, text_encoder)

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from cider_mer.maci.mcm import MCMHead
 
-if TYPE_CHECKING:  # typing only: missing.py imports this module
-    from cider_mer.missing import KeepMasks
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,25 @@ class ModelInputs:
     def to(self, device: torch.device | str) -> "ModelInputs":
         return ModelInputs(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
                               for f in fields(self)})
+
+
+@dataclass
+class KeepMasks:
+    """Which valid positions of a :class:`ModelInputs` batch are kept (the rest are missing); bool,
+    padding always False. Drawn by :mod:`cider_mer.missing`."""
+
+    text: torch.Tensor  # (B, L)
+    audio: torch.Tensor  # (B, T_a)
+    vision: torch.Tensor  # (B, T_v)
+
+    def index(self, idx: torch.Tensor) -> "KeepMasks":
+        return KeepMasks(self.text[idx], self.audio[idx], self.vision[idx])
+
+    def trim_text(self, length: int) -> "KeepMasks":
+        return KeepMasks(self.text[:, :length], self.audio, self.vision)
+
+    def to(self, device) -> "KeepMasks":
+        return KeepMasks(self.text.to(device), self.audio.to(device), self.vision.to(device))
 
 
 @dataclass
@@ -151,7 +168,7 @@ class ObjectiveBatch:
     complete: Optional[BackboneOutput]  # the pass on complete inputs (when ``needs_complete_pass``)
     inputs: ModelInputs  # the complete inputs
     incomplete_inputs: ModelInputs  # the same batch with missing positions applied ([UNK] / zero frames)
-    keep: "KeepMasks"  # which valid positions were kept (B, L) / (B, T_a) / (B, T_v), bool
+    keep: KeepMasks  # which valid positions were kept (B, L) / (B, T_a) / (B, T_v), bool
     labels: torch.Tensor  # (B,) class ids (long), or scores in [-3, 3] (float) for regression
     task_loss: TaskLoss
     head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the model's head: joint (B, J) -> (B, C)
@@ -217,6 +234,12 @@ class Backbone(nn.Module):
     def epoch_plan(self, epoch: int) -> EpochPlan:
         """Called before training epoch ``epoch`` (1-based); may also (un)freeze parameters."""
         return EpochPlan()
+
+
+def check_text_width(text_encoder: Optional[nn.Module], shapes: DataShapes) -> None:
+    """A backbone's text encoder must produce ``shapes.text_dim``-wide states."""
+    if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
+        raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
 
 
 class LinearHead(nn.Module):

@@ -35,6 +35,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+@register_backbone("late_fusion", LateFusionConfig, description="late-fusion baseline (LF-DNN style)",
+                   source="Williams et al., ACL 2018 Challenge-HML workshop; MMSA's LF_DNN", mssd_default=True)
 class LateFusion(Backbone):
     supports_reconstruction = False
     supports_attention = False
@@ -66,8 +68,3 @@ class LateFusion(Backbone):
         joint = torch.relu(self.fusion(self.dropout(z0))) + z0
         return BackboneOutput(joint=joint, text_states=states)
 
-
-@register_backbone("late_fusion", LateFusionConfig, description="late-fusion baseline (LF-DNN style)",
-                   source="Williams et al., ACL 2018 Challenge-HML workshop; MMSA's LF_DNN", mssd_default=True)
-def build_late_fusion(config: LateFusionConfig, shapes: DataShapes, text_encoder: Optional[nn.Module]) -> LateFusion:
-    return LateFusion(config, shapes, text_encoder)

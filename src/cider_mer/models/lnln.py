@@ -102,7 +102,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
 from cider_mer.models.registry import register_backbone
 
 _DEPTHS = ("encoder_depth", "proxy_depth", "completeness_depth", "reconstructor_depth", "language_depth",
@@ -328,6 +328,13 @@ class _HyperLayer(nn.Module):
         return self.norm_hyper(h_hyper) + self.to_out(_merge(out_a) + _merge(out_v))
 
 
+@register_backbone(
+    "lnln",
+    LnlnConfig,
+    description="LNLN: language-dominated noise-resistant learning (completeness check, adversarial proxy "
+                "dominant feature, hyper-modality learning, cross-transformer fusion)",
+    source="Zhang, Wang, Yu, NeurIPS 2024; Haoyu-ha/LNLN@80a052c",
+)
 class LNLN(Backbone):
     """LNLN backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, H) = mean(feat[:, 1:])."""
 
@@ -337,8 +344,7 @@ class LNLN(Backbone):
 
     def __init__(self, config: LnlnConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         h, t = config.dim, config.tokens
         self.config = config
         self.shapes = shapes
@@ -452,13 +458,3 @@ class LNLN(Backbone):
         return {"aux_completeness": cfg.alpha * l_cc, "aux_adversarial": cfg.beta * l_adv,
                 "aux_reconstruction": cfg.gamma * l_rec}
 
-
-@register_backbone(
-    "lnln",
-    LnlnConfig,
-    description="LNLN: language-dominated noise-resistant learning (completeness check, adversarial proxy "
-                "dominant feature, hyper-modality learning, cross-transformer fusion)",
-    source="Zhang, Wang, Yu, NeurIPS 2024; Haoyu-ha/LNLN@80a052c",
-)
-def build_lnln(config: LnlnConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> LNLN:
-    return LNLN(config, shapes, text_encoder)

@@ -111,7 +111,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, EpochPlan, ModelInputs
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, EpochPlan, ModelInputs, check_text_width
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 from cider_mer.text.encoder import CLS_ID, SEP_ID, UNK_ID
@@ -197,6 +197,13 @@ def _over_channels(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x.transpose(1, 2)).transpose(1, 2)
 
 
+@register_backbone(
+    "mplmm",
+    MplmmConfig,
+    description="MPLMM: missing-aware prompts (generative, signal, missing-type) on a MulT backbone; "
+    "two stages (no-prompt pre-training, then prompts with the transformers frozen)",
+    source="Guo, Jin, Zhao, ACL 2024; zrguo/MPLMM@c6f8d18",
+)
 class MPLMM(Backbone):
     """MPLMM backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d)."""
 
@@ -205,8 +212,7 @@ class MPLMM(Backbone):
 
     def __init__(self, config: MplmmConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         d, p = config.hidden, config.prompt_length
         self.config = config
         self.shapes = shapes
@@ -379,13 +385,3 @@ class MPLMM(Backbone):
         joint = self.proj2(hidden) + z0
         return BackboneOutput(joint=joint, text_states=states, extras={"missing_mode": modes, "z0": z0})
 
-
-@register_backbone(
-    "mplmm",
-    MplmmConfig,
-    description="MPLMM: missing-aware prompts (generative, signal, missing-type) on a MulT backbone; "
-    "two stages (no-prompt pre-training, then prompts with the transformers frozen)",
-    source="Guo, Jin, Zhao, ACL 2024; zrguo/MPLMM@c6f8d18",
-)
-def build_mplmm(config: MplmmConfig, shapes: DataShapes, text_encoder: Optional[nn.Module]) -> MPLMM:
-    return MPLMM(config, shapes, text_encoder)

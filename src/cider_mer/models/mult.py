@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, check_text_width
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 
@@ -126,6 +126,12 @@ def _last_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return picked * valid.any(dim=1, keepdim=True).to(x.dtype)
 
 
+@register_backbone(
+    "mult",
+    MultConfig,
+    description="MulT: pairwise cross-modal transformers, memory transformers, last-step fusion (MMSA's BERT version)",
+    source="Tsai et al., ACL 2019; thuiar/MMSA@a94e65d (MULT), yaohungt/Multimodal-Transformer@a670936",
+)
 class MulT(Backbone):
     """MulT-MMSA backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d).
 
@@ -138,8 +144,7 @@ class MulT(Backbone):
 
     def __init__(self, config: MultConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()
-        if text_encoder is not None and getattr(text_encoder, "dim", shapes.text_dim) != shapes.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != shapes.text_dim {shapes.text_dim}")
+        check_text_width(text_encoder, shapes)
         kernels = (config.conv_kernel_l, config.conv_kernel_a, config.conv_kernel_v)
         lengths = (shapes.text_len, shapes.audio_len, shapes.vision_len)
         for name, kernel, length in zip("lav", kernels, lengths):
@@ -226,12 +231,3 @@ class MulT(Backbone):
         return BackboneOutput(joint=joint, text_states=text_states,
                               extras={"h_l": h_l, "h_a": h_a, "h_v": h_v, "last_hs": last_hs})
 
-
-@register_backbone(
-    "mult",
-    MultConfig,
-    description="MulT: pairwise cross-modal transformers, memory transformers, last-step fusion (MMSA's BERT version)",
-    source="Tsai et al., ACL 2019; thuiar/MMSA@a94e65d (MULT), yaohungt/Multimodal-Transformer@a670936",
-)
-def build_mult(config: MultConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None) -> MulT:
-    return MulT(config, shapes, text_encoder)

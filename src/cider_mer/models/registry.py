@@ -33,7 +33,8 @@ _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(name: str, config_cls: type, description: str, source: str, mssd_default: bool = False):
-    """Decorator registering ``build(config, shapes, text_encoder) -> Backbone`` under ``name``."""
+    """Decorator registering a backbone class (or any ``build(config, shapes, text_encoder) -> Backbone``)
+    under ``name``."""
 
     def wrap(build):
         _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cider_mer.missing import KeepMasks
-from cider_mer.models.interface import ModelInputs, ModelOutput
+from cider_mer.models.interface import KeepMasks, ModelInputs, ModelOutput
 
 
 def _masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 DEMO_MODEL = {"layers": 2, "heads": 2}
 

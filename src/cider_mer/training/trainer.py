@@ -30,12 +30,12 @@ from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.io_utils import atomic_write_text, json_normal, read_json
 from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
-from cider_mer.missing import KeepMasks, apply_missing, dropped_masks, sample_training_keep
-from cider_mer.models.interface import EpochPlan, MerModel, ModelInputs, ObjectiveBatch, TaskLoss
+from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
+from cider_mer.models.interface import EpochPlan, KeepMasks, MerModel, ModelInputs, ObjectiveBatch, TaskLoss
 from cider_mer.runs import CONFIG_FILE, LOG_FILE, RESUME_FILE, Run, RunError
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 
 def set_tf32(device: torch.device, allowed: bool) -> None:

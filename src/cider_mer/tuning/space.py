@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from cider_mer.training.config import TrainConfig
+from cider_mer.config import TrainConfig
 
 MODEL, TRAIN = "model_config", "train"
 
