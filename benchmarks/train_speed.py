@@ -81,9 +81,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
 
+    from cider_mer.config import TrainConfig
     from cider_mer.data.synth import write_synthetic
     from cider_mer.io_utils import atomic_write_json, versions
-    from cider_mer.config import TrainConfig
     from cider_mer.runs import Run, autocast_dtype_for, resolve_device
     from cider_mer.training.trainer import EpochRandomness, build_optimizer, set_tf32, train_epoch, validate
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cider_mer.data.dataset import dataset_from_dict, save_dataset
+
 from conftest import make_dataset_dict
 
 

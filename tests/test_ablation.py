@@ -15,12 +15,13 @@ from cider_mer.ablation.render import results_section
 from cider_mer.ablation.run import REPORT_METRICS, SuiteSettings, run_dir_for
 from cider_mer.ablation.suite import default_base_config, run_ablation
 from cider_mer.ablation.variants import VARIANT_NAMES, VARIANTS, get_variant, parse_variants
+from cider_mer.config import TrainConfig
 from cider_mer.io_utils import update_marked_section
+from cider_mer.models.cider import CiderConfig
 from cider_mer.models.interface import DataShapes
 from cider_mer.models.registry import build_model
-from cider_mer.config import TrainConfig
-from cider_mer.models.cider import CiderConfig
 from cider_mer.runs import RunError
+
 from helpers import tiny_bert_dir, tiny_data_file
 
 # What each variant may change, field by field ("model_config.KEY" for backbone settings).
@@ -175,8 +176,8 @@ def test_parameter_counts_of_the_variants(task, layers):
 def test_mssd_step_terms_per_variant(env):
     from cider_mer.data.dataset import load_dataset
     from cider_mer.missing import sample_training_keep
-    from cider_mer.text.encoder import TextEncoder
     from cider_mer.runs import Run
+    from cider_mer.text.encoder import TextEncoder
     from cider_mer.training.trainer import build_optimizer, mssd_step
 
     data = load_dataset(env["data"])

@@ -7,6 +7,7 @@ import pytest
 from cider_mer.data.dataset import DatasetError, dataset_from_dict, load_dataset, save_dataset
 from cider_mer.data.labels import seven_classes, sign_classes
 from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
+
 from conftest import make_dataset_dict
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from cider_mer.cli import main
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import load_dataset
 from cider_mer.evaluation.protocol import evaluate
 from cider_mer.evaluation.report import write_report
 from cider_mer.runs import RunError, load_run
-from cider_mer.config import TrainConfig
 from cider_mer.training.trainer import train
+
 from helpers import tiny_bert_dir, tiny_data_file
 
 

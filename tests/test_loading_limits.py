@@ -22,6 +22,7 @@ import pytest
 from cider_mer.data.dataset import DatasetError, load_dataset, save_dataset
 from cider_mer.data.npz_safety import check_npz_claims
 from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
+
 from conftest import make_dataset_dict
 
 MIB = 1 << 20

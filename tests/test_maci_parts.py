@@ -8,6 +8,7 @@ from cider_mer.data.dataset import dataset_from_dict
 from cider_mer.maci.counterfactual import build_bias_vocabulary, counterfactual_ids
 from cider_mer.maci.statistics import compute_statistics, sample_features
 from cider_mer.maci.tau import TAU_GRID, debias, select_tau
+
 from conftest import make_dataset_dict
 
 

@@ -18,8 +18,11 @@ pytest.importorskip("soundfile")
 av = pytest.importorskip("av")
 pytest.importorskip("mediapipe")
 
-from cider_mer.cli import app, main  # noqa: E402
-from cider_mer.cli import feature_cmds  # noqa: E402
+from cider_mer.cli import (  # noqa: E402
+    app,
+    feature_cmds,  # noqa: E402
+    main,
+)
 
 MEDIA = SHARED / "data" / "media"
 WAV = MEDIA / "03bSnISJMiM_1.wav"

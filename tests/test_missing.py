@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from cider_mer.missing import (SMM_SUBSETS, EvalMissingness, MissingModeError, apply_missing, dropped_masks,
-                               sample_training_keep, smm_rates)
+from cider_mer.missing import (
+    SMM_SUBSETS,
+    EvalMissingness,
+    MissingModeError,
+    apply_missing,
+    dropped_masks,
+    sample_training_keep,
+    smm_rates,
+)
 from cider_mer.models.interface import ModelInputs
 
 

@@ -9,11 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from cider_mer.models.cider import CIDer, CiderConfig
-from cider_mer.models.interface import ModelInputs
+from cider_mer.models.interface import DataShapes, ModelInputs
 from cider_mer.models.layers.mct import MultimodalCompositeAttention, MultimodalCompositeTransformer
 from cider_mer.models.layers.positional import SinusoidalPositions
 from cider_mer.models.layers.wsam import WordAlignedAttention, word_positions
-from cider_mer.models.interface import DataShapes
 from cider_mer.models.registry import build_model
 from cider_mer.text.encoder import TextEncoder
 

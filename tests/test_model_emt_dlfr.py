@@ -11,7 +11,7 @@ from torch.nn import functional as F
 import cider_mer.models.emt_dlfr  # noqa: F401  (registers "emt_dlfr")
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.missing import KeepMasks, apply_missing
-from cider_mer.models.emt_dlfr import EmtDlfr, EmtDlfrConfig
+from cider_mer.models.emt_dlfr import EmtDlfrConfig
 from cider_mer.models.interface import DataShapes, ModelInputs, ObjectiveBatch
 from cider_mer.models.registry import build_model
 

@@ -180,7 +180,7 @@ def test_masked_mode_pools_the_last_valid_step_and_ignores_padding():
     seen = {}
     model.backbone.trans_a_mem.register_forward_hook(lambda m, a, out: seen.__setitem__("a", out))
     inputs = small_inputs(shapes)
-    out = model(inputs)
+    model(inputs)
     # sample 1 has 9 valid audio frames -> conv steps 0..7 touch a valid frame -> all 8 steps valid;
     # cut it to 4 valid frames: steps 0..3 valid, the pooled step is 3
     short = inputs.audio_mask.clone()

@@ -18,6 +18,7 @@ import torch
 import cider_mer
 from cider_mer.batches import DeviceSplit
 from cider_mer.cli import main
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import dataset_from_dict, load_dataset
 from cider_mer.data.labels import num_classes
 from cider_mer.missing import sample_training_keep
@@ -25,8 +26,8 @@ from cider_mer.models.interface import KeepMasks
 from cider_mer.models.registry import available_models, build_model
 from cider_mer.runs import Run, shapes_for
 from cider_mer.text.encoder import TextEncoder
-from cider_mer.config import TrainConfig
 from cider_mer.training.trainer import mssd_step
+
 from conftest import make_dataset_dict
 from helpers import tiny_bert_dir, tiny_data_file
 
@@ -151,3 +152,14 @@ def test_saved_run_loads_with_identical_predictions(name, tmp_path):
     assert np.array_equal(before.log_probs, after.log_probs)
     assert np.array_equal(before.cf_log_probs, after.cf_log_probs)
     assert np.isfinite(after.log_probs).all()
+
+
+def test_choosing_a_model_brings_its_own_recipe():
+    """`cider train --model NAME` starts from the defaults: baselines train with their own objective."""
+    from cider_mer.config import compose_config
+
+    assert compose_config(None).mssd and not compose_config(None, model="dlf").mssd
+    assert compose_config(None, model="dlf", mssd=True).mssd
+    dlf = compose_config(None, model="dlf", model_config={"dim": 40, "heads": 8})
+    assert dlf.model_config.dim == 40 and not dlf.with_overrides(model="cider").model_config == dlf.model_config
+    assert dlf.with_overrides(model="cider").mssd

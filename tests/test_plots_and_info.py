@@ -5,10 +5,11 @@ import json
 import pytest
 
 from cider_mer.cli import main
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import load_dataset
 from cider_mer.runs import load_run
-from cider_mer.config import TrainConfig
 from cider_mer.training.trainer import train
+
 from helpers import tiny_bert_dir, tiny_data_file
 
 SPEC_SHAPES = ["--layers", "2", "--hidden", "32", "--text-dim", "768", "--audio-dim", "5", "--vision-dim", "20",

@@ -8,14 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cider_mer.batches import DeviceSplit
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import load_dataset
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.registry import build_model
-from cider_mer.training import losses
-from cider_mer.batches import DeviceSplit
-from cider_mer.config import TrainConfig
 from cider_mer.runs import RunError, shapes_for
+from cider_mer.training import losses
 from cider_mer.training.trainer import mssd_step, train
+
 from helpers import tiny_bert_dir, tiny_data_file
 
 NO_DROPOUT = {"embed_dropout": 0.0, "out_dropout": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
@@ -165,9 +166,9 @@ def test_length_buckets_option_trains(env, tmp_path):
 
 
 def test_bf16_encoder_is_close_and_cached_separately(env):
+    from cider_mer.runs import configure_encoder
     from cider_mer.text.cache import encoder_fingerprint
     from cider_mer.text.encoder import TextEncoder
-    from cider_mer.runs import configure_encoder
 
     enc = TextEncoder.from_pretrained(str(env["bert"]), frozen=True)
     ids = torch.randint(1000, 5000, (4, 10))

@@ -22,6 +22,7 @@ from cider_mer.tuning.search import tune
 from cider_mer.tuning.settings import TuneError
 from cider_mer.tuning.space import MODEL, TABLE_II, TRAIN, Param, apply_params, params_key, space_size
 from cider_mer.tuning.storage import StorageError, default_storage_url, mask_url, open_storage
+
 from helpers import tiny_bert_dir, tiny_data_file
 
 # A few points only: layers 1 keeps the trials fast, two head counts make repeats likely.

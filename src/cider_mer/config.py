@@ -104,8 +104,9 @@ class TrainConfig:
     def with_overrides(self, **changes: Any) -> "TrainConfig":
         """A new config with ``changes`` applied; ``None`` values mean "not given" and are skipped.
 
-        ``model_config`` may be a dict, merged key by key into the current backbone settings (or the
-        new model's defaults when ``model`` changes too). Unknown names are refused.
+        ``model_config`` may be a dict, merged key by key into the current backbone settings. When
+        ``model`` changes, the backbone settings and ``mssd`` restart from the new model's defaults
+        (unless given too). Unknown names are refused.
         """
         changes = {k: v for k, v in changes.items() if v is not None}
         known = {f.name for f in dataclasses.fields(self)}
@@ -116,6 +117,7 @@ class TrainConfig:
         model_changes = changes.pop("model_config", {})
         if "model" in changes and changes["model"] != self.model:
             values["model_config"] = {}
+            values["mssd"] = None  # the new backbone's own recipe
         if dataclasses.is_dataclass(model_changes):
             model_changes = dataclasses.asdict(model_changes)
         values.update(changes)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from cider_mer.evaluation.results import EvalResults
-
 from cider_mer.io_utils import atomic_write_text
 from cider_mer.training.presets import cpu_friendly_config
+
 
 def run_demo(out: str | Path, epochs: int = 20, seed: int = 1111, eval_seeds: Sequence[int] = (0, 1, 2),
              scale: float = 1.0, progress: bool = True, console=None) -> EvalResults:

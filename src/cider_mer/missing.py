@@ -24,12 +24,11 @@ Training uses :func:`sample_training_keep` with a fresh draw per batch.
 
 from __future__ import annotations
 
-from cider_mer.errors import CiderError
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from cider_mer.errors import CiderError
 from cider_mer.models.interface import KeepMasks, ModelInputs
 from cider_mer.text.encoder import UNK_ID
 

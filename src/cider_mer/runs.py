@@ -24,6 +24,7 @@ import torch
 
 from cider_mer.batches import DeviceSplit
 from cider_mer.checkpoint import load_model, save_model
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset, check_vocabulary
 from cider_mer.data.labels import SELECTION_METRIC, num_classes
 from cider_mer.errors import CiderError, ConfigError
@@ -36,7 +37,6 @@ from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
 from cider_mer.text.cache import cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
-from cider_mer.config import TrainConfig
 
 CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE = (
     "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json")

@@ -1,8 +1,7 @@
 """The ablation suite: the paper's Table V variants (:mod:`.variants`), one run per (variant, seed)
 (:mod:`.run`), the typed aggregate (:mod:`.aggregate`), its reports (:mod:`.render`) and the runner (:mod:`.suite`)."""
 
-from cider_mer.ablation.variants import (VARIANT_NAMES, VARIANTS, Variant, get_variant,
-                                         parse_variants)
+from cider_mer.ablation.variants import VARIANT_NAMES, VARIANTS, Variant, get_variant, parse_variants
 
 __all__ = ["VARIANT_NAMES", "VARIANTS", "Variant", "get_variant", "parse_variants",
            "run_ablation", "default_base_config"]

@@ -28,12 +28,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from cider_mer.ablation.run import (EVAL_SPLIT, MISSING_MODE, NamedConfig, RunStatus, SuiteSettings,
-                                    run_dir_for)
+from cider_mer.ablation.run import EVAL_SPLIT, MISSING_MODE, NamedConfig, RunStatus, SuiteSettings, run_dir_for
+from cider_mer.config import TrainConfig
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json, versions
 from cider_mer.runs import CONFIG_FILE, LOG_FILE
-from cider_mer.config import TrainConfig
 
 KIND = "cider-mer ablation (Table V)"
 REFERENCE = "full"  # the row the Δ column is measured against

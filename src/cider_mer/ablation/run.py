@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cider_mer.ablation.variants import Variant, get_variant
+from cider_mer.config import TrainConfig
 from cider_mer.evaluation.protocol import DEFAULT_EVAL_SEEDS
 from cider_mer.evaluation.report import metric_label
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json
 from cider_mer.metrics import RATES_DEFAULT
 from cider_mer.runs import CONFIG_FILE, RunError
-from cider_mer.config import TrainConfig
 
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"

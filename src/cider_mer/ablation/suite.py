@@ -19,12 +19,18 @@ from typing import Callable, Optional, Sequence
 
 from cider_mer.ablation.aggregate import AblationTable, aggregate
 from cider_mer.ablation.render import write_outputs
-from cider_mer.ablation.run import (DEFAULT_EPOCHS, DEFAULT_TRAINING_SEEDS, RunStatus, SuiteSettings, run_one,
-                                    training_seeds)
+from cider_mer.ablation.run import (
+    DEFAULT_EPOCHS,
+    DEFAULT_TRAINING_SEEDS,
+    RunStatus,
+    SuiteSettings,
+    run_one,
+    training_seeds,
+)
 from cider_mer.ablation.variants import parse_variants
+from cider_mer.config import TrainConfig
 from cider_mer.evaluation.protocol import DEFAULT_EVAL_SEEDS
 from cider_mer.metrics import RATES_DEFAULT
-from cider_mer.config import TrainConfig
 
 __all__ = ["run_ablation", "default_base_config", "DEFAULT_EPOCHS", "run_one", "aggregate", "write_outputs"]
 

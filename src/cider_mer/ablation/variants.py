@@ -23,13 +23,12 @@ variant equals the base (the suite still runs it, so the table stays complete).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from cider_mer.errors import ConfigError
 from cider_mer.config import TrainConfig
+from cider_mer.errors import ConfigError
 
 
 @dataclass(frozen=True)

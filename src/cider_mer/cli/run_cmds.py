@@ -43,9 +43,9 @@ def train_cmd(
 ) -> None:
     """Train a model (CIDer: MSSD; baselines: their own objective); the checkpoint is selected on the
     validation split only."""
+    from cider_mer.config import compose_config
     from cider_mer.data.dataset import load_dataset
     from cider_mer.runs import CONFIG_FILE
-    from cider_mer.config import compose_config
     from cider_mer.training.trainer import train
 
     model_cfg = {k: v for k, v in (("layers", layers), ("heads", heads)) if v is not None}

@@ -25,7 +25,6 @@ Every shape is read from the file. Loading goes through :mod:`cider_mer.data.saf
 
 from __future__ import annotations
 
-from cider_mer.errors import CiderError
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from cider_mer.data.labels import CLASS_TASKS, TASKS, class_priors, sign_classes, task_labels
 from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
+from cider_mer.errors import CiderError
 from cider_mer.io_utils import atomic_path
 
 SPLITS = ("train", "valid", "test")

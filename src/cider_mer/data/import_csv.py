@@ -29,9 +29,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from cider_mer.data.npz_safety import check_npz_claims
 from cider_mer.data.dataset import DatasetError, MerDataset, dataset_from_dict, save_dataset
 from cider_mer.data.labels import sign_classes
+from cider_mer.data.npz_safety import check_npz_claims
 
 LAYOUTS = (("id", "text", "label", "mode"), ("video_id", "clip_id", "text", "label", "mode"))
 MODE_TO_SPLIT = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}

@@ -459,7 +459,6 @@ def _bow_score(train_text, train_y, eval_text, eval_y, task: str, seed: int) -> 
     """Accuracy in percent of a bag-of-words logistic regression: Non0 Acc2 (binary) or Acc7."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
-
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     sw = _stop_words()

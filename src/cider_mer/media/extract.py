@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Job:
     id: str
     audio: Optional[Path] = None  # file whose sound gives the audio features
     video: Optional[Path] = None  # file whose frames give the video features
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -199,6 +202,25 @@ def _reason(exc: BaseException, path: Optional[Path] = None) -> str:
     return msg
 
 
+def _attempt(report: ExtractionReport, path: Path, modality: str, debug: bool,
+             extract: Callable[[], T]) -> tuple[Optional[T], bool]:
+    """``(extract(), False)``; a file without that stream is a note and gives ``(None, False)``; any other
+    error is recorded in ``report.failures`` and gives ``(None, True)`` (with ``CIDER_DEBUG``, a
+    non-media error is raised instead)."""
+    try:
+        return extract(), False
+    except NoStreamError as exc:
+        report.notes.append(f"{_reason(exc)}: its {modality} is treated as missing")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # decoders raise many types for a corrupt file: each is that file's failure
+        if debug and not isinstance(exc, MediaError):
+            raise
+        report.failures.append(Failure(path, modality, _reason(exc, path)))
+        return None, True
+    return None, False
+
+
 def run_jobs(jobs: Sequence[Job], audio: str = "librosa", video: str = "facemesh", video_fps: Optional[float] = None,
              progress: bool = True) -> ExtractionReport:
     """Extract every job; failures are collected, not raised (see :func:`raise_failures`)."""
@@ -232,38 +254,23 @@ def run_jobs(jobs: Sequence[Job], audio: str = "librosa", video: str = "facemesh
     start = time.perf_counter()
     bar = tqdm(jobs, desc="extracting features", unit="id", disable=not progress or None, file=sys.stderr)
     for job in bar:
-        bad: set[Path] = set()
+        audio_failed = False
         if job.audio is not None:
-            try:
-                y = load_audio(job.audio)
-                feats, a_names = audio_features(y, audio, job.audio)
+            out, audio_failed = _attempt(report, job.audio, "audio", debug,
+                                         lambda: audio_features(load_audio(job.audio), audio, job.audio))
+            if out is not None:
+                feats, a_names = out
                 a_ids.append(job.id)
                 a_seqs.append(feats)
                 a_rates.append(FRAME_RATE)
-            except NoStreamError as exc:
-                report.notes.append(f"{_reason(exc)}: its audio is treated as missing")
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:
-                if debug and not isinstance(exc, MediaError):
-                    raise
-                report.failures.append(Failure(job.audio, "audio", _reason(exc, job.audio)))
-                bad.add(job.audio)
-        if job.video is not None and job.video not in bad:
-            try:
-                feats, mask, rate = facemesh_features(job.video, fps=video_fps)
+        if job.video is not None and not (audio_failed and job.video == job.audio):
+            out, _ = _attempt(report, job.video, "video", debug, lambda: facemesh_features(job.video, fps=video_fps))
+            if out is not None:
+                feats, mask, rate = out
                 v_ids.append(job.id)
                 v_seqs.append(feats)
                 v_rates.append(rate)
                 v_masks.append(mask)
-            except NoStreamError as exc:
-                report.notes.append(f"{_reason(exc)}: its video is treated as missing")
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:
-                if debug and not isinstance(exc, MediaError):
-                    raise
-                report.failures.append(Failure(job.video, "video", _reason(exc, job.video)))
     bar.close()
     report.seconds = time.perf_counter() - start
     if audio != "none":

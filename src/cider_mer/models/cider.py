@@ -22,7 +22,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, Reconstructions, check_text_width
+from cider_mer.models.interface import (
+    Backbone,
+    BackboneOutput,
+    DataShapes,
+    ModelInputs,
+    Reconstructions,
+    check_ranges,
+    check_text_width,
+)
 from cider_mer.models.layers.mct import MultimodalCompositeTransformer
 from cider_mer.models.layers.pooling import AttentionPooling
 from cider_mer.models.layers.wsam import WordAlignedAttention
@@ -47,15 +55,7 @@ class CiderConfig:
     use_mct: bool = True  # False: the "w/o MCT" ablation (vanilla self-attention)
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.layers < 1 or self.heads < 1:
-            raise ValueError(
-                f"hidden, layers and heads must be positive, got {self.hidden}, {self.layers}, {self.heads}"
-            )
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        for name in _DROPOUTS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(self, positive=("hidden", "layers", "heads"), fractions=_DROPOUTS, divides=("heads", "hidden"))
 
 
 def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +72,9 @@ def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 )
 class CIDer(Backbone):
     """CIDer backbone: ``forward(inputs, need_recon=False) -> BackboneOutput`` with joint (B, 3E)."""
+
+    supports_reconstruction = True
+    supports_attention = True
 
     def __init__(self, config: CiderConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()

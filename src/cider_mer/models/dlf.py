@@ -94,7 +94,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
+from cider_mer.models.interface import (
+    Backbone,
+    BackboneOutput,
+    DataShapes,
+    ModelInputs,
+    ObjectiveBatch,
+    check_ranges,
+    check_text_width,
+)
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 
@@ -148,17 +156,9 @@ class DlfConfig:
     triplet_margin_scale: float = 0.15  # the hinge margin per unit of label distance
 
     def __post_init__(self) -> None:
-        for name in ("dim", "heads", "layers", "mem_layers", "kernel_text", "kernel_audio", "kernel_vision"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
-        for name in _DROPOUTS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in _WEIGHTS + ("triplet_margin_scale",):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        check_ranges(self, positive=("dim", "heads", "layers", "mem_layers", "kernel_text", "kernel_audio",
+                                     "kernel_vision"),
+                     fractions=_DROPOUTS, non_negative=_WEIGHTS + ("triplet_margin_scale",), divides=("heads", "dim"))
 
 
 def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -222,9 +222,6 @@ def label_margin_hinge(feats: torch.Tensor, labels: torch.Tensor, scale: float =
 class DLF(Backbone):
     """DLF backbone: ``forward(inputs) -> BackboneOutput`` with joint z (B, 6d); see the module docstring."""
 
-    supports_reconstruction = False
-    supports_attention = False
-    needs_complete_pass = False
     never_trained = UNTRAINED_MODULES
 
     def __init__(self, config: DlfConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):

@@ -89,7 +89,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
+from cider_mer.models.interface import (
+    Backbone,
+    BackboneOutput,
+    DataShapes,
+    ModelInputs,
+    ObjectiveBatch,
+    check_ranges,
+    check_text_width,
+)
 from cider_mer.models.layers.pooling import masked_softmax
 from cider_mer.models.registry import register_backbone
 
@@ -135,23 +143,16 @@ class EmtDlfrConfig:
     post_fusion_dropout: float = 0.3  # on fusion_h before the prediction MLP
 
     def __post_init__(self) -> None:
-        for name in ("audio_hidden", "vision_hidden", "audio_layers", "vision_layers", "audio_out", "vision_out",
-                     "d_model", "fusion_layers", "heads", "max_seq_len", "ff_expansion", "gmc_pred_dim",
-                     "text_pred_dim", "audio_pred_dim", "vision_pred_dim", "post_fusion_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
-        for name in _DROPOUTS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(self, positive=("audio_hidden", "vision_hidden", "audio_layers", "vision_layers", "audio_out",
+                                     "vision_out", "d_model", "fusion_layers", "heads", "max_seq_len", "ff_expansion",
+                                     "gmc_pred_dim", "text_pred_dim", "audio_pred_dim", "vision_pred_dim",
+                                     "post_fusion_dim"),
+                     fractions=_DROPOUTS, non_negative=("attraction_weight", "reconstruction_weight"),
+                     divides=("heads", "d_model"))
         if self.attn_act_fn not in _ACTIVATIONS:
             raise ValueError(f"attn_act_fn must be one of {sorted(_ACTIVATIONS)}, got '{self.attn_act_fn}'")
         if self.recon_loss not in _RECON_LOSSES:
             raise ValueError(f"recon_loss must be one of {sorted(_RECON_LOSSES)}, got '{self.recon_loss}'")
-        for name in ("attraction_weight", "reconstruction_weight"):
-            if not (getattr(self, name) >= 0.0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -366,8 +367,6 @@ def _to_model(dim_in: int, dim: int) -> nn.Module:
 class EmtDlfr(Backbone):
     """EMT-DLFR backbone: ``forward(inputs) -> BackboneOutput`` with joint x_f (B, post_fusion_dim)."""
 
-    supports_reconstruction = False
-    supports_attention = False
     needs_complete_pass = True
 
     def __init__(self, config: EmtDlfrConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):

@@ -14,6 +14,7 @@ D_t text-encoder width, H heads, S fused sequence length.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Optional
 
@@ -21,7 +22,6 @@ import torch
 from torch import nn
 
 from cider_mer.maci.mcm import MCMHead
-
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,8 @@ class Backbone(nn.Module):
     ``inputs.text_ids`` whenever ``inputs.text_features`` is ``None``, so that MACI's
     counterfactual text (same batch, other token ids) can be passed through it.
 
-    ``supports_reconstruction`` / ``supports_attention`` say whether the output can carry
-    reconstructions and fusion-attention logits; MSSD drops the terms a backbone cannot feed.
+    ``supports_reconstruction`` / ``supports_attention`` (default False) say whether the output can
+    carry reconstructions and fusion-attention logits; MSSD drops the terms a backbone cannot feed.
 
     Training hooks (defaults: none): ``objective_terms`` adds the model's own published auxiliary
     losses, ``needs_complete_pass`` asks the trainer for a pass on complete inputs to feed them, and
@@ -205,8 +205,8 @@ class Backbone(nn.Module):
 
     joint_dim: int
     text_encoder: Optional[nn.Module]
-    supports_reconstruction: bool = True
-    supports_attention: bool = True
+    supports_reconstruction: bool = False
+    supports_attention: bool = False
     needs_complete_pass: bool = False
     # Parameter-name prefixes (inside the backbone) that the original builds but never trains; kept
     # for parity and documented in the model's docstring.
@@ -234,6 +234,26 @@ class Backbone(nn.Module):
     def epoch_plan(self, epoch: int) -> EpochPlan:
         """Called before training epoch ``epoch`` (1-based); may also (un)freeze parameters."""
         return EpochPlan()
+
+
+def check_ranges(config: Any, positive: tuple[str, ...] = (), fractions: tuple[str, ...] = (),
+                 non_negative: tuple[str, ...] = (), divides: Optional[tuple[str, str]] = None) -> None:
+    """Validate a backbone config's numbers: ``positive`` sizes >= 1, ``fractions`` (dropouts) in [0, 1),
+    ``non_negative`` finite weights >= 0, and ``divides = (heads, width)``: heads must divide width."""
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if divides is not None:
+        heads, width = divides
+        if getattr(config, width) % getattr(config, heads):
+            raise ValueError(f"{heads} ({getattr(config, heads)}) must divide {width} ({getattr(config, width)})")
+    for name in fractions:
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    for name in non_negative:
+        value = getattr(config, name)
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def check_text_width(text_encoder: Optional[nn.Module], shapes: DataShapes) -> None:

@@ -38,8 +38,6 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @register_backbone("late_fusion", LateFusionConfig, description="late-fusion baseline (LF-DNN style)",
                    source="Williams et al., ACL 2018 Challenge-HML workshop; MMSA's LF_DNN", mssd_default=True)
 class LateFusion(Backbone):
-    supports_reconstruction = False
-    supports_attention = False
 
     def __init__(self, config: LateFusionConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()

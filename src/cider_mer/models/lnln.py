@@ -102,7 +102,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, ObjectiveBatch, check_text_width
+from cider_mer.models.interface import (
+    Backbone,
+    BackboneOutput,
+    DataShapes,
+    ModelInputs,
+    ObjectiveBatch,
+    check_ranges,
+    check_text_width,
+)
 from cider_mer.models.registry import register_backbone
 
 _DEPTHS = ("encoder_depth", "proxy_depth", "completeness_depth", "reconstructor_depth", "language_depth",
@@ -138,25 +146,17 @@ class LnlnConfig:
     mask_padding: bool = True  # mask padded frames / tokens as keys in the unimodal encoders (False: original)
 
     def __post_init__(self) -> None:
-        for name in ("dim", "tokens", "heads", "dim_head", "mlp_dim", "completeness_hidden",
-                     "discriminator_hidden", "hyper_heads") + _DEPTHS:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.hyper_heads:
-            raise ValueError(f"hyper_heads ({self.hyper_heads}) must divide dim ({self.dim})")
+        check_ranges(self, positive=("dim", "tokens", "heads", "dim_head", "mlp_dim", "completeness_hidden",
+                                     "discriminator_hidden", "hyper_heads") + _DEPTHS,
+                     fractions=("dropout", "emb_dropout"), non_negative=("alpha", "beta", "gamma"),
+                     divides=("hyper_heads", "dim"))
         if self.hyper_depth > self.language_depth + 1:
             raise ValueError(
                 f"hyper_depth ({self.hyper_depth}) needs one language-encoder state per layer: at most "
                 f"language_depth + 1 = {self.language_depth + 1}"
             )
-        for name in ("alpha", "beta", "gamma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.sigma != 1.0:
             raise ValueError(f"sigma must be 1.0 (the trainer adds the task loss with weight 1), got {self.sigma}")
-        for name in ("dropout", "emb_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -338,8 +338,6 @@ class _HyperLayer(nn.Module):
 class LNLN(Backbone):
     """LNLN backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, H) = mean(feat[:, 1:])."""
 
-    supports_reconstruction = False
-    supports_attention = False
     needs_complete_pass = True
 
     def __init__(self, config: LnlnConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):

@@ -111,7 +111,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, EpochPlan, ModelInputs, check_text_width
+from cider_mer.models.interface import (
+    Backbone,
+    BackboneOutput,
+    DataShapes,
+    EpochPlan,
+    ModelInputs,
+    check_ranges,
+    check_text_width,
+)
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 from cider_mer.text.encoder import CLS_ID, SEP_ID, UNK_ID
@@ -167,14 +175,8 @@ class MplmmConfig:
     prompt_init: str = "zeros"  # "zeros" (c6f8d18, released) or "rand" (first release 35bd1a2)
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.heads < 1 or self.layers < 1 or self.prompt_length < 1:
-            raise ValueError("hidden, heads, layers and prompt_length must be positive, got "
-                             f"{self.hidden}, {self.heads}, {self.layers}, {self.prompt_length}")
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        for name in _DROPOUTS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(self, positive=("hidden", "heads", "layers", "prompt_length"), fractions=_DROPOUTS,
+                     divides=("heads", "hidden"))
         if self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         if self.prompt_init not in ("zeros", "rand"):
@@ -207,8 +209,6 @@ def _over_channels(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class MPLMM(Backbone):
     """MPLMM backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d)."""
 
-    supports_reconstruction = False
-    supports_attention = False
 
     def __init__(self, config: MplmmConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()

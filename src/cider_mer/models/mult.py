@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, check_text_width
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, check_ranges, check_text_width
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
 
@@ -88,16 +88,8 @@ class MultConfig:
     # Auxiliary losses: none (MMSA's MulT trains the task loss only).
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.heads < 1 or self.layers < 1:
-            raise ValueError(f"dim, heads and layers must be positive, got {self.dim}, {self.heads}, {self.layers}")
-        if self.dim % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
-        for name in ("conv_kernel_l", "conv_kernel_a", "conv_kernel_v"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in _DROPOUTS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(self, positive=("dim", "heads", "layers", "conv_kernel_l", "conv_kernel_a", "conv_kernel_v"),
+                     fractions=_DROPOUTS, divides=("heads", "dim"))
 
 
 def _to_length(x: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +131,6 @@ class MulT(Backbone):
     Feature_t / _a / _v) and ``last_hs`` (B, 6d) their concatenation (Feature_f).
     """
 
-    supports_reconstruction = False
-    supports_attention = False
 
     def __init__(self, config: MultConfig, shapes: DataShapes, text_encoder: Optional[nn.Module] = None):
         super().__init__()

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from cider_mer.errors import CiderError
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Iterator, Optional
 
 import torch
 from torch import nn
+
+from cider_mer.errors import CiderError
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", "default", "minilm", DEFAULT_TEXT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}

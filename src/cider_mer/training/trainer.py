@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from cider_mer.batches import DeviceSplit, bucketed_batches, shuffled_batches
 from cider_mer.checkpoint import load_resume, save_resume
+from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.io_utils import atomic_write_text, json_normal, read_json
@@ -35,7 +36,6 @@ from cider_mer.models.interface import EpochPlan, KeepMasks, MerModel, ModelInpu
 from cider_mer.runs import CONFIG_FILE, LOG_FILE, RESUME_FILE, Run, RunError
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
-from cider_mer.config import TrainConfig
 
 
 def set_tf32(device: torch.device, allowed: bool) -> None:
@@ -89,6 +89,11 @@ def effective_weights(cfg: TrainConfig, model: MerModel) -> dict[str, float]:
     return weights
 
 
+def _autocast(inputs: ModelInputs, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """Autocast at ``dtype`` on the batch's device (disabled when None: exact fp32)."""
+    return torch.autocast(inputs.text_ids.device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def _add_objective_terms(model: MerModel, loss: torch.Tensor, logs: dict[str, torch.Tensor],
                          batch: ObjectiveBatch) -> torch.Tensor:
     for name, term in model.backbone.objective_terms(batch).items():
@@ -108,10 +113,9 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
     if not cfg.mssd:
         return objective_step(model, optimizer, inputs, labels, keep, cfg, autocast_dtype)
     weights = effective_weights(cfg, model)
-    amp = dict(device_type=inputs.text_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     logs: dict[str, torch.Tensor] = {}
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(**amp):
+    with _autocast(inputs, autocast_dtype):
         complete = model(inputs)
         task_loss = head_loss(cfg.task, complete.log_probs, labels)
     task_loss.backward()
@@ -121,7 +125,7 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
     # Training masks drop tokens in practically every batch: always re-encode the incomplete text (no host sync
     # is spent checking whether the cached complete-text features could be reused).
     inputs_m = apply_missing(inputs.replace(text_features=None), keep)
-    with torch.autocast(**amp):
+    with _autocast(inputs, autocast_dtype):
         missing = model(inputs_m, need_recon="recon" in weights)
         loss = head_loss(cfg.task, missing.log_probs, labels)
         logs["loss_missing"] = loss.detach()
@@ -149,11 +153,10 @@ def objective_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: Mo
                    keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
     """One step of the backbone's own objective: task loss of the incomplete pass plus its objective
     terms (with a complete pass, sharing the step, when the backbone needs one)."""
-    amp = dict(device_type=inputs.text_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     optimizer.zero_grad(set_to_none=True)
     inputs_m = apply_missing(inputs.replace(text_features=None), keep)
     logs: dict[str, torch.Tensor] = {}
-    with torch.autocast(**amp):
+    with _autocast(inputs, autocast_dtype):
         complete = model.backbone(inputs) if model.backbone.needs_complete_pass else None
         missing = model(inputs_m)
         loss = head_loss(cfg.task, missing.log_probs, labels)
@@ -211,10 +214,11 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
         inputs = split.inputs(idx)
         if device.type == "cpu":
             inputs = inputs.trim_text()
-        keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
-                                    cfg.train_missing)
         if plan.complete_only:
             keep = KeepMasks(inputs.text_mask > 0, inputs.audio_mask > 0, inputs.vision_mask > 0)
+        else:
+            keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
+                                        cfg.train_missing)
         logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -303,7 +307,7 @@ def _open_run(cfg: TrainConfig, data: MerDataset, run_dir: Path, resume: bool,
         if not same or old.get("data", {}).get("sha256_16") != run.meta["data"]["sha256_16"]:
             raise RunError(f"{run_dir}: --resume needs the same settings and dataset as the original run "
                            "(compare config.json)")
-    run.meta["mssd_terms"] = sorted(effective_weights(cfg, run.model)) if cfg.mssd else []
+    run.meta["mssd_terms"] = sorted(effective_weights(cfg, run.model))
     run.save_config()
     return run
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.config import TrainConfig
+from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.tuning.census import take_census
 from cider_mer.tuning.output import BEST_CONFIG, TRIALS_CSV, trial_line, write_outputs
 from cider_mer.tuning.settings import TuneError, check_settings, study_settings

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from cider_mer.config import TrainConfig
 from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.errors import CiderError
 from cider_mer.io_utils import json_normal
-from cider_mer.config import TrainConfig
 from cider_mer.tuning.space import MODEL, Param
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.config import TrainConfig
+from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.tuning.census import Census, take_census
 from cider_mer.tuning.heartbeat import Heartbeat
 from cider_mer.tuning.settings import TuneError
