@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cider_mer.data.dataset import Split
+from cider_mer.data.labels import is_regression
 from cider_mer.models.interface import ModelInputs
 
 
@@ -44,7 +45,7 @@ class DeviceSplit:
             audio_mask=_frame_mask(split.audio_lengths, split.audio.shape[1]).to(device),
             vision=t(split.vision),
             vision_mask=_frame_mask(split.vision_lengths, split.vision.shape[1]).to(device),
-            labels=t(split.labels(task), torch.float32 if task == "regression" else torch.long),
+            labels=t(split.labels(task), torch.float32 if is_regression(task) else torch.long),
             text_features=None if text_features is None else t(text_features, torch.float32),
         )
 

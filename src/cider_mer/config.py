@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from cider_mer.data.labels import check_task
+from cider_mer.data.labels import check_task, is_regression
 from cider_mer.errors import ConfigError
 
 HEADS = ("mcm", "linear")
@@ -73,8 +73,8 @@ class TrainConfig:
         self.model_config = make_config(self.model, self.model_config)
         if self.mssd is None:
             self.mssd = get_spec(self.model).mssd_default
-        if self.task == "regression" and (self.head == "mcm" or self.counterfactual):
-            raise ConfigError("MACI needs classes: with task 'regression' use head 'linear' and counterfactual "
+        if is_regression(self.task) and (self.head == "mcm" or self.counterfactual):
+            raise ConfigError(f"MACI needs classes: with task '{self.task}' use head 'linear' and counterfactual "
                               "false (--no-maci)")
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, got '{self.head}'")

@@ -10,15 +10,21 @@ regression (one score, MMSA's convention): Has0 / Non0 Acc2 and F1 from the scor
 (Has0: negative vs non-negative; Non0: neutral samples removed, score < 0 vs > 0, a 0 prediction
 counts as positive as in MMSA), ``acc5`` / ``acc7`` from rounding the score clipped to [-2, 2] /
 [-3, 3], ``mae`` and ``corr``.
-F1 is always scikit-learn's ``f1_score(y_true, y_pred, average="weighted")``.
+sims_binary (2 logits, the CH-SIMS Acc2 bins): ``acc2`` / ``f1``.
+sims_regression (one score, MMSA's CH-SIMS evaluation): prediction and truth clipped to [-1, 1],
+``acc2`` / ``acc3`` / ``acc5`` from the CH-SIMS bins (:func:`cider_mer.data.labels.sims_classes`),
+``f1`` over the Acc2 bins, ``mae`` and ``corr``.
+emotion (C logits): ``acc``, ``f1_weighted`` and ``f1_macro`` (over the classes present in truth or
+prediction); :func:`confusion` and :func:`per_class_f1` break them down by class.
+F1 is scikit-learn's ``f1_score(y_true, y_pred, average="weighted")`` unless named macro.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cider_mer.data.labels import check_task
+from cider_mer.data.labels import check_task, sims_classes
 
 RATES_DEFAULT = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -26,6 +32,9 @@ METRIC_NAMES = {
     "binary": ("non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "acc3", "f1_3"),
     "seven": ("acc7", "f1_7", "mae", "corr"),
     "regression": ("non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "acc5", "acc7", "mae", "corr"),
+    "sims_binary": ("acc2", "f1"),
+    "sims_regression": ("acc2", "acc3", "acc5", "f1", "mae", "corr"),
+    "emotion": ("acc", "f1_weighted", "f1_macro"),
 }
 # Metrics where lower is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"mae"})
@@ -106,12 +115,56 @@ def score_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
+def sims_binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scores (N, 2) log-probabilities (or logits); labels (N,) CH-SIMS Acc2 bins in {0, 1}."""
+    pred, labels = np.asarray(scores).argmax(axis=1), np.asarray(labels, dtype=np.int64)
+    return {"acc2": _accuracy(labels, pred), "f1": _weighted_f1(labels, pred)}
+
+
+def sims_score_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """pred (N, 1) or (N,) predicted scores; truth (N,) scores in [-1, 1] (both clipped to [-1, 1])."""
+    pred = np.clip(np.asarray(pred, dtype=np.float64).reshape(-1), -1.0, 1.0)
+    truth = np.clip(np.asarray(truth, dtype=np.float64), -1.0, 1.0)
+    bins = {k: (sims_classes(truth, k), sims_classes(pred, k)) for k in ("acc2", "acc3", "acc5")}
+    return {
+        **{k: _accuracy(*bins[k]) for k in ("acc2", "acc3", "acc5")},
+        "f1": _weighted_f1(*bins["acc2"]),
+        **regression_metrics(pred, truth),
+    }
+
+
+def emotion_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scores (N, C) log-probabilities (or logits); labels (N,) class ids in 0..C-1."""
+    pred, labels = np.asarray(scores).argmax(axis=1), np.asarray(labels, dtype=np.int64)
+    macro = _pct(f1_score(labels, pred, average="macro", zero_division=0)) if len(labels) else float("nan")
+    return {"acc": _accuracy(labels, pred), "f1_weighted": _weighted_f1(labels, pred), "f1_macro": macro}
+
+
+def confusion(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C, C) int64 counts, row = true class, column = predicted class, for (N, C) scores."""
+    scores = np.asarray(scores)
+    c = scores.shape[1]
+    return confusion_matrix(np.asarray(labels, dtype=np.int64), scores.argmax(axis=1), labels=np.arange(c))
+
+
+def per_class_f1(counts: np.ndarray) -> np.ndarray:
+    """(C,) F1 in percent of each class from a (C, C) confusion matrix: 2TP / (2TP + FP + FN); NaN for
+    a class that is neither in the truth nor predicted."""
+    counts = np.asarray(counts, dtype=np.float64)
+    tp = np.diag(counts)
+    denom = counts.sum(axis=0) + counts.sum(axis=1)  # = 2TP + FP + FN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 100.0 * 2.0 * tp / denom, np.nan)
+
+
+_TASK_METRICS = {"binary": binary_metrics, "seven": seven_metrics, "regression": score_metrics,
+                 "sims_binary": sims_binary_metrics, "sims_regression": sims_score_metrics,
+                 "emotion": emotion_metrics}
+
+
 def task_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """All metrics of ``task`` for (N, C) scores and (N,) labels (class ids, or scores for regression)."""
-    task = check_task(task)
-    if task == "regression":
-        return score_metrics(scores, labels)
-    return binary_metrics(scores, labels) if task == "binary" else seven_metrics(scores, labels)
+    return _TASK_METRICS[check_task(task)](scores, labels)
 
 
 def auilc(values, step: float = 0.1) -> float:

@@ -3,7 +3,8 @@ rebuilt from it (as ``save_pretrained`` pairs with ``from_pretrained``).
 
 A run directory holds:
 
-- ``config.json``: every setting, the data shapes, the dataset's content key, seed and versions;
+- ``config.json``: every setting, the data shapes, the dataset's content key, its label convention
+  and the task's class names, seed and versions;
 - ``model.safetensors``: the model that scored best on the VALIDATION split;
 - ``maci.json``: the counterfactual vocabulary (when the run uses counterfactual text);
 - ``train_log.csv``: per-epoch losses and validation metrics;
@@ -26,7 +27,7 @@ from cider_mer.batches import DeviceSplit
 from cider_mer.checkpoint import load_model, save_model
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset, check_vocabulary
-from cider_mer.data.labels import SELECTION_METRIC, num_classes
+from cider_mer.data.labels import CLASS_NAMES, SELECTION_METRIC
 from cider_mer.errors import CiderError, ConfigError
 from cider_mer.inference import Debiaser, Predictions
 from cider_mer.io_utils import atomic_write_json, read_json, versions
@@ -78,9 +79,18 @@ def configure_encoder(encoder: TextEncoder, cfg: TrainConfig) -> TextEncoder:
 
 
 def shapes_for(data: MerDataset, text_dim: int, task: str) -> DataShapes:
-    """What the model must know of ``data`` for ``task`` with a ``text_dim``-wide encoder."""
+    """What the model must know of ``data`` for ``task`` (a task of the file's label convention) with a
+    ``text_dim``-wide encoder; the class count comes from the data's labels."""
+    data.check_task(task)
     return DataShapes(text_dim, data.audio_dim, data.vision_dim, data.text_len, data.audio_len, data.vision_len,
-                      data.aligned, num_classes(task))
+                      data.aligned, data.convention.num_classes(task))
+
+
+def check_encoder_vocabulary(data: MerDataset, encoder: TextEncoder, splits: Optional[tuple[str, ...]] = None) -> None:
+    """The file's token ids (of ``splits``, default all) fit ``encoder``; else a DatasetError naming both."""
+    config = encoder.model.config
+    check_vocabulary(data, config.vocab_size, encoder.name, type_vocab_size=getattr(config, "type_vocab_size", None),
+                     max_positions=getattr(config, "max_position_embeddings", None), splits=splits)
 
 
 @dataclass
@@ -107,12 +117,9 @@ class Run:
         """
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
+        data.check_task(cfg.task)  # before the encoder loads
         encoder = configure_encoder(encoder, cfg) if encoder is not None else load_encoder(cfg)
-        encoder_config = encoder.model.config
-        check_vocabulary(data, encoder_config.vocab_size, encoder.name,
-                         type_vocab_size=getattr(encoder_config, "type_vocab_size", None),
-                         max_positions=getattr(encoder_config, "max_position_embeddings", None),
-                         splits=("train", "valid"))
+        check_encoder_vocabulary(data, encoder, splits=("train", "valid"))
         shapes = shapes_for(data, encoder.dim, cfg.task)
         model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
         train = data["train"]
@@ -135,6 +142,8 @@ class Run:
             "text_encoder": encoder.name,
             "data": {"file": Path(data.path).name, "sha256_16": dataset_key(data.path),
                      "sizes": {k: data[k].n for k in ("train", "valid")}},
+            "label_convention": data.convention.name,
+            "class_names": data.convention.names_for(cfg.task),
             "seed": cfg.seed,
             "selection_metric": SELECTION_METRIC[cfg.task],
             "versions": versions(),
@@ -192,6 +201,12 @@ class Run:
     # ------------------------------------------------------------------ data and inference
 
     @property
+    def class_names(self) -> list[str]:
+        """Names of the task's classes (index = class id; ``["score"]`` for regression), as trained."""
+        names = self.meta.get("class_names")  # runs written before label conventions: the fixed names
+        return list(names) if names is not None else list(CLASS_NAMES[self.cfg.task])
+
+    @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
         return autocast_dtype_for(self.cfg.precision, self.device)
 
@@ -202,7 +217,14 @@ class Run:
         return Debiaser(self.cfg.task, ids, self.cfg.eval_batch_size, self.autocast_dtype)
 
     def check_compatible(self, data: MerDataset) -> None:
-        """Cross-dataset evaluation needs the same feature dims and alignment as training."""
+        """Cross-dataset evaluation needs the task's label convention (and, for classes read from the data,
+        the same class names), token ids the encoder knows, and the same feature dims and alignment."""
+        data.check_task(self.cfg.task)
+        names = data.convention.names_for(self.cfg.task)
+        if names != self.class_names:
+            raise RunError(f"{data.path}: classes {names} do not match the run's classes {self.class_names} "
+                           f"({self.run_dir}); class ids would mean other classes")
+        check_encoder_vocabulary(data, self.encoder)
         s = self.shapes
         got = {"audio_dim": data.audio_dim, "vision_dim": data.vision_dim, "aligned": data.aligned}
         want = {"audio_dim": s.audio_dim, "vision_dim": s.vision_dim, "aligned": s.aligned}

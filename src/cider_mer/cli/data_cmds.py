@@ -16,24 +16,29 @@ app = typer.Typer(no_args_is_help=True)
 console = Console(width=160)
 
 
+def _priors(values: list[float]) -> str:
+    return " / ".join(f"{p:.3f}" for p in values) if len(values) <= 3 else " ".join(f"{p:.2f}" for p in values)
+
+
 def print_summary(ds: MerDataset) -> None:
-    """A table of splits, sizes, lengths and label priors per task."""
+    """The label convention, and a table of splits, sizes, lengths and label priors per class task."""
     s = ds.summary()
     kind = "aligned" if s["aligned"] else "unaligned"
     console.print(
         f"[bold]{s['file']}[/bold]: {kind}; text length {s['text_len']}, audio {s['audio_len']}x{s['audio_dim']}, "
         f"vision {s['vision_len']}x{s['vision_dim']}"
     )
+    console.print(f"label convention: {ds.convention.describe()}", highlight=False)
+    tasks = list(next(iter(s["splits"].values()))["priors"])
     table = Table(show_header=True, header_style="bold")
-    for col in ("split", "N", "text len min/mean/max", "audio len", "vision len", "binary priors neg/neu/pos",
-                "seven priors -3..+3", "raw text"):
+    for col in ("split", "N", "text len min/mean/max", "audio len", "vision len",
+                *[f"{t} priors {'/'.join(ds.convention.names_for(t))}" for t in tasks], "raw text"):
         table.add_column(col)
     for name, info in s["splits"].items():
         fmt = lambda d: f"{d['min']}/{d['mean']:.1f}/{d['max']}"  # noqa: E731
         table.add_row(
             name, str(info["n"]), fmt(info["text_length"]), fmt(info["audio_length"]), fmt(info["vision_length"]),
-            " / ".join(f"{p:.3f}" for p in info["priors"]["binary"]),
-            " ".join(f"{p:.2f}" for p in info["priors"]["seven"]),
+            *[_priors(info["priors"][t]) for t in tasks],
             "yes" if info["has_raw_text"] else "no",
         )
     console.print(table)
@@ -71,6 +76,10 @@ def synth(
 def import_csv_cmd(
     csv: Path = typer.Argument(..., help="CSV with id,text,label,mode or video_id,clip_id,text,label,mode."),
     out: Path = typer.Option(..., "--out", help="Dataset file to write."),
+    convention: Optional[str] = typer.Option(None, "--convention",
+                                             help="Labels: mosi (scores in [-3, 3]), sims (scores in [-1, 1]) or "
+                                                  "categorical (class names such as joy, anger). Default: mosi for "
+                                                  "scores, categorical for names."),
     text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
                                                help="Tokenizer source: default all-MiniLM-L6-v2, a local dir or hub id."),
     max_len: int = typer.Option(50, "--max-len", help="Token sequence length (with [CLS]/[SEP])."),
@@ -89,7 +98,7 @@ def import_csv_cmd(
     """Import real transcripts (and optional features or recordings) into a dataset file."""
     from cider_mer.data.import_csv import import_csv
 
-    ds = import_csv(csv, out, text_encoder=text_encoder, max_len=max_len,
+    ds = import_csv(csv, out, text_encoder=text_encoder, max_len=max_len, convention=convention,
                     audio_features=audio_features, vision_features=vision_features,
                     media_dir=media_dir, audio_kind=audio_kind, video_kind=video_kind, features_dir=features_dir,
                     video_fps=video_fps, note=lambda msg: console.print(f"note: {msg}", highlight=False))

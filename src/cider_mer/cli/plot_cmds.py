@@ -47,13 +47,12 @@ def maci_plot_cmd(
 ) -> None:
     """Class probabilities of one sample: biased, after MCM, after counterfactual (the paper's Fig. 9)."""
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.data.labels import CLASS_NAMES
     from cider_mer.plots.maci import plot_maci
     from cider_mer.runs import Run
 
     loaded = Run.load(run, device=device)
     path, steps = plot_maci(loaded, load_dataset(data), index, out or run / f"maci_{split}_{index}.png", split)
-    names = CLASS_NAMES[loaded.cfg.task]
+    names = loaded.class_names
     for key in ("biased", "after_mcm", "after_cf"):
         console.print(f"{key:>10}: " + "  ".join(f"{n} {100 * p:5.1f}%" for n, p in zip(names, getattr(steps, key))))
     console.print(f"true class: {names[steps.label]}; tau {steps.tau:.1f}; wrote {path}")
@@ -70,14 +69,13 @@ def vocab_cmd(
 ) -> None:
     """Print the biased word-pieces MACI's counterfactual text keeps, with their class frequencies."""
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.data.labels import CLASS_NAMES
     from cider_mer.maci.counterfactual import build_bias_vocabulary
     from cider_mer.text.encoder import load_tokenizer
 
     ds = load_dataset(data)
     vocab = build_bias_vocabulary(ds["train"], task, top_k=top_k, cv_threshold=cv_threshold)
     words = load_tokenizer(text_encoder).convert_ids_to_tokens(vocab.token_ids.tolist())
-    names = CLASS_NAMES[task]
+    names = ds.convention.names_for(task)
     table = Table(title=f"{len(words)} biased word-pieces of {data.name} (train split, task {task})")
     for col in ("rank", "word", "total", *[f"{n} (per 1k)" for n in names], "CV"):
         table.add_column(col, justify="right")

@@ -1,7 +1,7 @@
 """The dataset file of the field (SPEC §1.1): loading, validation, in-memory form and saving.
 
-A file is a pickle dict ``{"train": S, "valid": S, "test": S}``; each ``S`` maps keys to arrays
-over N samples:
+A file is a pickle dict ``{"train": S, "valid": S, "test": S}`` with an optional ``"meta"`` entry;
+each ``S`` maps keys to arrays over N samples:
 
 =========================  ============================  =========================================
 key                        shape / type                  meaning
@@ -11,10 +11,18 @@ key                        shape / type                  meaning
 ``vision``                 (N, T_v, d_v) float           facial frames
 ``audio_lengths``          (N,) int                      valid audio frames (unaligned files)
 ``vision_lengths``         (N,) int                      valid vision frames (unaligned files)
-``regression_labels``      (N,) float in [-3, 3]         sentiment score
+``regression_labels``      (N,) float in [-3, 3]         sentiment score ([-1, 1] for ``sims``;
+                                                         ignored, and not written, for ``categorical``)
 ``classification_labels``  (N,) int in {0, 1, 2}         optional; derived from the sign if absent
+                                                         (``categorical``: required, ids 0..C-1)
 ``raw_text``, ``id``       (N,) str                      optional transcript and sample id
 =========================  ============================  =========================================
+
+``meta`` (plain types only) declares the label convention (:mod:`cider_mer.data.labels`):
+``{"label_convention": "mosi" | "sims" | "categorical", "class_names": [str, ...]}``, the class names
+for ``categorical`` only (class id k is ``class_names[k]``). A file without ``meta`` is ``mosi``, and
+``mosi`` files are written without it, as before. In memory, a categorical split's
+``regression_labels`` are NaN; no task of that convention reads them.
 
 Aligned files have no length keys and T_a = T_v = L_t; their lengths are the text lengths.
 Every split needs at least one sample, and ``id`` values (when present) are unique within a split;
@@ -32,13 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from cider_mer.data.labels import CLASS_TASKS, TASKS, class_priors, sign_classes, task_labels
+from cider_mer.data.labels import (CONVENTIONS, MOSI, LabelConvention, class_priors, is_regression, sign_classes,
+                                   task_labels)
 from cider_mer.data.safe_pickle import UnsafePickleError, safe_load
 from cider_mer.errors import CiderError
 from cider_mer.io_utils import atomic_path
 
 SPLITS = ("train", "valid", "test")
-REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")
+REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")  # sentiment files (mosi, sims)
+CATEGORICAL_REQUIRED_KEYS = ("text_bert", "audio", "vision", "classification_labels")
 
 
 class DatasetError(CiderError):
@@ -63,10 +73,11 @@ class Split:
     vision: np.ndarray  # (N, T_v, d_v) float32
     audio_lengths: np.ndarray  # (N,) int64
     vision_lengths: np.ndarray  # (N,) int64
-    regression_labels: np.ndarray  # (N,) float32
-    classification_labels: np.ndarray  # (N,) int64 in {0, 1, 2}
+    regression_labels: np.ndarray  # (N,) float32 (NaN for categorical labels)
+    classification_labels: np.ndarray  # (N,) int64 in {0, 1, 2} (categorical: 0..C-1)
     raw_text: np.ndarray | None = None  # (N,) object (str)
     ids: np.ndarray | None = None  # (N,) object (str)
+    convention: LabelConvention = MOSI  # set by the MerDataset holding the split
 
     @property
     def n(self) -> int:
@@ -89,8 +100,14 @@ class Split:
         return self.text_bert[:, 1].sum(axis=1)
 
     def labels(self, task: str) -> np.ndarray:
-        """(N,) int64 class labels for ``task`` (3 classes for binary, 7 for seven)."""
+        """(N,) labels for ``task``, a task of the split's convention: int64 class ids, or float32
+        scores for the regression tasks."""
+        self.convention.check_task(task, f"split '{self.name}'")
         return task_labels(task, self.regression_labels, self.classification_labels)
+
+    def num_classes(self, task: str) -> int:
+        """The model's output width for ``task`` on this split's labels."""
+        return self.convention.num_classes(task)
 
     def subset(self, index: np.ndarray, name: str | None = None) -> "Split":
         """A new split holding the samples at ``index`` (copies the selected rows)."""
@@ -107,6 +124,7 @@ class Split:
             classification_labels=self.classification_labels[idx],
             raw_text=pick(self.raw_text),
             ids=pick(self.ids),
+            convention=self.convention,
         )
 
     def to_dict(self, aligned: bool) -> dict[str, np.ndarray]:
@@ -117,6 +135,8 @@ class Split:
             "regression_labels": self.regression_labels,
             "classification_labels": self.classification_labels,
         }
+        if self.convention.score_range is None:
+            del out["regression_labels"]
         if not aligned:
             out["audio_lengths"] = self.audio_lengths
             out["vision_lengths"] = self.vision_lengths
@@ -134,10 +154,20 @@ class MerDataset:
     splits: dict[str, Split]
     aligned: bool
     path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # the file's entries besides the splits ("meta")
+    convention: LabelConvention = field(init=False)  # read from extra["meta"]
+
+    def __post_init__(self) -> None:
+        self.convention = convention_from_meta(self.extra.get("meta"), self.path or "<memory>")
+        for split in self.splits.values():
+            split.convention = self.convention
 
     def __getitem__(self, name: str) -> Split:
         return self.splits[name]
+
+    def check_task(self, task: str) -> str:
+        """``task`` when it fits the file's label convention; else a LabelError naming the file."""
+        return self.convention.check_task(task, self.path or "<memory>")
 
     @property
     def text_len(self) -> int:
@@ -170,8 +200,13 @@ class MerDataset:
         }
 
     def summary(self) -> dict[str, Any]:
-        """Splits, sizes, shapes, length statistics and label priors per task (for ``data check``)."""
-        out: dict[str, Any] = {"file": self.path, **self.shapes(), "splits": {}}
+        """Splits, sizes, shapes, label convention, length statistics and label priors per class task
+        of the convention (for ``data check``)."""
+        conv = self.convention
+        out: dict[str, Any] = {"file": self.path, **self.shapes(), "label_convention": conv.name, "splits": {}}
+        if conv.class_names:
+            out["class_names"] = list(conv.class_names)
+        class_tasks = [t for t in conv.tasks if not is_regression(t)]
         for name, s in self.splits.items():
             info: dict[str, Any] = {"n": s.n}
             for key, lengths in (("text", s.text_lengths), ("audio", s.audio_lengths), ("vision", s.vision_lengths)):
@@ -180,13 +215,18 @@ class MerDataset:
                     "mean": float(lengths.mean()) if s.n else 0.0,
                     "max": int(lengths.max()) if s.n else 0,
                 }
-            info["priors"] = {task: class_priors(s.labels(task), TASKS[task]).round(4).tolist() for task in CLASS_TASKS}
+            info["priors"] = {t: class_priors(s.labels(t), conv.num_classes(t)).round(4).tolist() for t in class_tasks}
             info["has_raw_text"] = s.raw_text is not None
             out["splits"][name] = info
         return out
 
-    def to_dict(self) -> dict[str, dict[str, np.ndarray]]:
-        return {name: s.to_dict(self.aligned) for name, s in self.splits.items()}
+    def to_dict(self) -> dict[str, Any]:
+        """The file's dict: the splits, and ``meta`` unless the convention is ``mosi``."""
+        out: dict[str, Any] = {name: s.to_dict(self.aligned) for name, s in self.splits.items()}
+        meta = self.convention.to_meta()
+        if meta is not None:
+            out["meta"] = meta
+        return out
 
     def max_token_id(self) -> int:
         """The largest token id (row 0 of ``text_bert``) over all splits and positions, padding included."""
@@ -265,12 +305,40 @@ def _first_repeat(values: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
+def convention_from_meta(meta: Any, source: str = "<memory>") -> LabelConvention:
+    """The label convention a file's ``meta`` entry declares (None: ``mosi``); raises DatasetError."""
+    if meta is None:
+        return MOSI
+    where = f"{source} [key 'meta']"
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{where}: expected a dict with 'label_convention' (and 'class_names'), "
+                           f"got {type(meta).__name__}")
+    name = meta.get("label_convention", "mosi")
+    if name not in CONVENTIONS:
+        raise DatasetError(f"{where}: expected 'label_convention' one of {list(CONVENTIONS)}, got {name!r}")
+    names = meta.get("class_names")
+    if name != "categorical":
+        if names is not None:
+            raise DatasetError(f"{where}: 'class_names' go with the categorical convention only, not '{name}'")
+        return LabelConvention(name)
+    if not isinstance(names, (list, tuple)) or len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+        raise DatasetError(f"{where}: expected 'class_names', a list of at least two non-empty strings, for "
+                           f"categorical labels; got {names!r}")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DatasetError(f"{where}: expected unique 'class_names', '{dup}' appears more than once")
+    return LabelConvention(name, tuple(names))
+
+
+def _validate_split(source: str, name: str, raw: Any,
+                    convention: LabelConvention = MOSI) -> tuple[Split, bool]:
     if not isinstance(raw, dict):
         raise _fail(source, name, None, f"expected a dict of arrays, got {type(raw).__name__}")
-    for key in REQUIRED_KEYS:
+    required = REQUIRED_KEYS if convention.score_range is not None else CATEGORICAL_REQUIRED_KEYS
+    for key in required:
         if key not in raw:
-            raise _fail(source, name, key, f"missing required key (required: {', '.join(REQUIRED_KEYS)})")
+            raise _fail(source, name, key, f"missing required key (required for {convention.name} labels: "
+                        f"{', '.join(required)})")
 
     tb = _numeric(source, name, "text_bert", raw["text_bert"])
     if tb.ndim != 3 or tb.shape[1] != 3:
@@ -316,20 +384,7 @@ def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
         v_len = _integral(source, name, "vision_lengths", _numeric(source, name, "vision_lengths",
                           _as_1d(source, name, "vision_lengths", raw["vision_lengths"], n)), 0, vision.shape[1])
 
-    reg = _numeric(source, name, "regression_labels", _as_1d(source, name, "regression_labels", raw["regression_labels"], n))
-    reg = reg.astype(np.float32)
-    if not np.isfinite(reg).all():
-        bad = int(np.argwhere(~np.isfinite(reg))[0][0])
-        raise _fail(source, name, "regression_labels", f"expected finite scores, found NaN/inf (first in sample {bad})")
-    if reg.size and (reg.min() < -3.0 or reg.max() > 3.0):
-        raise _fail(source, name, "regression_labels", f"expected scores in [-3, 3], found [{reg.min():.3f}, {reg.max():.3f}]")
-
-    if "classification_labels" in raw and raw["classification_labels"] is not None:
-        cls = _numeric(source, name, "classification_labels",
-                       _as_1d(source, name, "classification_labels", raw["classification_labels"], n))
-        cls = _integral(source, name, "classification_labels", cls, 0, 2)
-    else:
-        cls = sign_classes(reg)
+    reg, cls = _labels(source, name, raw, n, convention)
 
     raw_text = _strings(source, name, "raw_text", raw["raw_text"], n) if "raw_text" in raw else None
     ids = _strings(source, name, "id", raw["id"], n) if "id" in raw else None
@@ -339,8 +394,36 @@ def _validate_split(source: str, name: str, raw: Any) -> tuple[Split, bool]:
             first, again = repeat
             raise _fail(source, name, "id", f"expected unique ids, '{ids[again]}' appears more than once "
                         f"(samples {first} and {again})")
-    split = Split(name, tb, audio, vision, a_len, v_len, reg, cls, raw_text, ids)
+    split = Split(name, tb, audio, vision, a_len, v_len, reg, cls, raw_text, ids, convention)
     return split, aligned
+
+
+def _labels(source: str, name: str, raw: dict, n: int, convention: LabelConvention) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (N,) float32, class labels (N,) int64) of a split under ``convention``."""
+    if convention.score_range is None:  # categorical: class ids only; scores are never read
+        cls = _numeric(source, name, "classification_labels",
+                       _as_1d(source, name, "classification_labels", raw["classification_labels"], n))
+        top = len(convention.class_names) - 1
+        cls = _integral(source, name, "classification_labels", cls, 0, top)
+        return np.full(n, np.nan, dtype=np.float32), cls
+    reg = _numeric(source, name, "regression_labels", _as_1d(source, name, "regression_labels", raw["regression_labels"], n))
+    reg = reg.astype(np.float32)
+    if not np.isfinite(reg).all():
+        bad = int(np.argwhere(~np.isfinite(reg))[0][0])
+        raise _fail(source, name, "regression_labels", f"expected finite scores, found NaN/inf (first in sample {bad})")
+    lo, hi = convention.score_range
+    if reg.size and (reg.min() < lo or reg.max() > hi):
+        bad = int(np.argwhere((reg < lo) | (reg > hi))[0][0])
+        raise _fail(source, name, "regression_labels",
+                    f"expected scores in [{lo:g}, {hi:g}] (label convention '{convention.name}'), found "
+                    f"[{reg.min():.3f}, {reg.max():.3f}] (first outside in sample {bad}: {reg[bad]:g})")
+    if "classification_labels" in raw and raw["classification_labels"] is not None:
+        cls = _numeric(source, name, "classification_labels",
+                       _as_1d(source, name, "classification_labels", raw["classification_labels"], n))
+        cls = _integral(source, name, "classification_labels", cls, 0, 2)
+    else:
+        cls = sign_classes(reg)
+    return reg, cls
 
 
 def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
@@ -349,10 +432,11 @@ def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
         raise _fail(source, None, None, f"expected a dict with splits {list(SPLITS)}, got {type(obj).__name__}")
     splits: dict[str, Split] = {}
     aligned_flags = {}
+    convention = convention_from_meta(obj.get("meta"), source)
     for name in SPLITS:
         if name not in obj:
             raise _fail(source, name, None, f"missing split (the file needs {', '.join(SPLITS)}; found {sorted(map(str, obj))})")
-        splits[name], aligned_flags[name] = _validate_split(source, name, obj[name])
+        splits[name], aligned_flags[name] = _validate_split(source, name, obj[name], convention)
     if len(set(aligned_flags.values())) != 1:
         raise _fail(source, None, None, f"splits disagree on aligned/unaligned (length keys present: {aligned_flags})")
     ref = splits["train"]

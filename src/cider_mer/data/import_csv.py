@@ -5,7 +5,12 @@ Accepted CSV layouts (header row required):
 - ``id,text,label,mode`` (for example the CMU-MOSI ``label.csv``);
 - ``video_id,clip_id,text,label,mode`` (MMSA's layout; the id becomes ``video_id$_$clip_id``).
 
-``label`` is the sentiment score in [-3, 3]; ``mode`` is ``train``, ``valid`` (or ``dev``) or
+``label`` follows the label convention (:mod:`cider_mer.data.labels`): a sentiment score in [-3, 3]
+(``mosi``) or [-1, 1] (``sims``), or a class name such as ``joy`` or ``anger`` (``categorical``).
+Without an explicit convention, numbers mean ``mosi`` and names mean ``categorical`` (a mix is an
+error; ``sims`` is always explicit). Categorical class ids follow the class names sorted
+alphabetically over the whole CSV, so the same set of names always gives the same ids, whatever the
+row order; the names are stored in the file's ``meta``. ``mode`` is ``train``, ``valid`` (or ``dev``) or
 ``test``. Text is tokenised with the configured encoder's tokenizer to ``text_bert`` of length
 ``max_len`` (default 50, the field's choice).
 
@@ -30,18 +35,54 @@ import numpy as np
 import pandas as pd
 
 from cider_mer.data.dataset import DatasetError, MerDataset, dataset_from_dict, save_dataset
-from cider_mer.data.labels import sign_classes
+from cider_mer.data.labels import CONVENTIONS, LabelConvention, sign_classes
 from cider_mer.data.npz_safety import check_npz_claims
 
 LAYOUTS = (("id", "text", "label", "mode"), ("video_id", "clip_id", "text", "label", "mode"))
 MODE_TO_SPLIT = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}
 
 
-def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
-    """Read and check a transcript CSV; returns columns id, text, label, split."""
+def _labels(path: str, raw: pd.Series, convention: Optional[str]) -> tuple[np.ndarray, LabelConvention]:
+    """The label column as (N,) float32 scores or int64 class ids, and the convention they follow."""
+    text = raw.astype(str).str.strip()
+    scores = pd.to_numeric(text, errors="coerce")
+    if convention is None:
+        if scores.isna().all():
+            convention = "categorical"
+        elif scores.isna().any():
+            row = int(np.flatnonzero(scores.isna().to_numpy())[0])
+            raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score like the other rows, got "
+                               f"{raw.iloc[row]!r} (labels are all scores or all class names; see --convention)")
+        else:
+            convention = "mosi"
+    if convention not in CONVENTIONS:
+        raise DatasetError(f"unknown label convention '{convention}': expected one of {list(CONVENTIONS)}")
+    if convention == "categorical":
+        if (text == "").any():
+            row = int(np.flatnonzero((text == "").to_numpy())[0])
+            raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a class name, got an empty label")
+        names = sorted(set(text))
+        if len(names) < 2:
+            raise DatasetError(f"{path} [column 'label']: expected at least two classes, found only {names}")
+        ids = {name: k for k, name in enumerate(names)}
+        return text.map(ids).to_numpy(dtype=np.int64), LabelConvention("categorical", tuple(names))
+    conv = LabelConvention(convention)
+    lo, hi = conv.score_range
+    bad = scores.isna() | (scores < lo) | (scores > hi)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score in [{lo:g}, {hi:g}] "
+                           f"(label convention '{convention}'), got {raw.iloc[row]!r}")
+    return scores.to_numpy(dtype=np.float32), conv
+
+
+def read_transcripts(csv_path: str | Path, convention: Optional[str] = None) -> tuple[pd.DataFrame, LabelConvention]:
+    """Read and check a transcript CSV; returns columns id, text, label (scores or class ids), split, and
+    the label convention (``convention``, or the one the labels imply when None)."""
     path = str(csv_path)
     try:
-        df = pd.read_csv(path, dtype={"id": str, "video_id": str, "clip_id": str, "text": str, "mode": str},
+        df = pd.read_csv(path, dtype={"id": str, "video_id": str, "clip_id": str, "text": str, "mode": str,
+                                      "label": str},
                          keep_default_na=False)
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
@@ -54,11 +95,7 @@ def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
         raise DatasetError(
             f"{path}: expected columns {','.join(LAYOUTS[0])} or {','.join(LAYOUTS[1])}, found {','.join(df.columns)}"
         )
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | (labels < -3) | (labels > 3)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score in [-3, 3], got {df['label'].iloc[row]!r}")
+    labels, conv = _labels(path, df["label"], convention)
     modes = df["mode"].astype(str).str.strip().str.lower()
     unknown = ~modes.isin(list(MODE_TO_SPLIT))
     if unknown.any():
@@ -67,12 +104,12 @@ def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
     if df["id"].duplicated().any():
         dup = df["id"][df["id"].duplicated()].iloc[0]
         raise DatasetError(f"{path} [column 'id']: expected unique ids, '{dup}' appears twice")
-    out = pd.DataFrame({"id": df["id"].astype(str), "text": df["text"].astype(str), "label": labels.astype(np.float32),
+    out = pd.DataFrame({"id": df["id"].astype(str), "text": df["text"].astype(str), "label": labels,
                         "split": modes.map(MODE_TO_SPLIT)})
     for split in ("train", "valid", "test"):
         if not (out["split"] == split).any():
             raise DatasetError(f"{path} [column 'mode']: no rows for split '{split}'")
-    return out
+    return out, conv
 
 
 def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.ndarray, int]]:
@@ -126,9 +163,12 @@ def import_csv(
     video_fps: Optional[float] = None,
     progress: bool = True,
     note=None,
+    convention: Optional[str] = None,
 ) -> MerDataset:
     """Build (and, with ``out_path``, atomically write) a dataset file from a transcript CSV.
 
+    ``convention``: the labels' convention (mosi, sims or categorical; None: mosi for scores,
+    categorical for class names).
     ``media_dir``: extract audio (``audio_kind``) and video (``video_kind``) features from the media
     files there, keeping the ``.npz`` files in ``features_dir`` when given; ``note`` receives
     one-line remarks (ids without media, files without a sound track).
@@ -137,7 +177,7 @@ def import_csv(
         from cider_mer.text.encoder import load_tokenizer
 
         tokenizer = load_tokenizer(text_encoder)
-    df = read_transcripts(csv_path)
+    df, conv = read_transcripts(csv_path, convention)
     if media_dir is not None:
         if audio_features or vision_features:
             raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
@@ -152,7 +192,7 @@ def import_csv(
     else:
         audio_table = read_feature_file(audio_features, "audio") if audio_features else None
         vision_table = read_feature_file(vision_features, "vision") if vision_features else None
-    data = {}
+    data: dict = {}
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]
         enc = tokenizer(list(part["text"]), padding="max_length", truncation=True, max_length=max_len,
@@ -162,13 +202,16 @@ def import_csv(
         ids = part["id"].to_numpy(dtype=object)
         audio, a_len = _modality_arrays(ids, audio_table)
         vision, v_len = _modality_arrays(ids, vision_table)
-        y = part["label"].to_numpy(dtype=np.float32)
+        y = part["label"].to_numpy()
+        labels = ({"classification_labels": y} if conv.score_range is None
+                  else {"regression_labels": y, "classification_labels": sign_classes(y)})
         data[split] = {
             "text_bert": text_bert, "audio": audio, "vision": vision,
-            "audio_lengths": a_len, "vision_lengths": v_len,
-            "regression_labels": y, "classification_labels": sign_classes(y),
+            "audio_lengths": a_len, "vision_lengths": v_len, **labels,
             "raw_text": part["text"].to_numpy(dtype=object), "id": ids,
         }
+    if conv.to_meta() is not None:
+        data["meta"] = conv.to_meta()
     ds = dataset_from_dict(data, source=str(out_path or csv_path))
     if out_path is not None:
         save_dataset(ds, out_path)

@@ -6,6 +6,9 @@ validation predictions at that mode, rate and seed, then applied to the evaluate
 ``oracle_tau`` it is instead chosen per metric on the evaluated split's labels, as the authors
 did, and the results say so. Metrics are averaged over seeds (mean and std) and AUILC is the
 trapezoid over the rates. Prediction and tau use the run's own precision (its autocast setting).
+For the tasks with named classes (``emotion``) the results also hold each class's F1 per point and
+the confusion matrix at the complete-data point (rate 0, or SMM's LAV; else the lowest rate), the
+mean over seeds; with ``oracle_tau`` both use the tau chosen for the selection metric.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from cider_mer.data.dataset import MerDataset
-from cider_mer.data.labels import SELECTION_METRIC
+from cider_mer.data.labels import PER_CLASS_TASKS, SELECTION_METRIC
 from cider_mer.evaluation.results import EvalResults, MetricCurve
 from cider_mer.io_utils import versions
 from cider_mer.maci.tau import TAU_GRID, debias
-from cider_mer.metrics import LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, task_metrics
+from cider_mer.metrics import (LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion,
+                                per_class_f1, task_metrics)
 from cider_mer.missing import SMM_SUBSETS, EvalMissingness, check_mode
 from cider_mer.runs import Run
 
@@ -32,6 +36,13 @@ def _points(mode: str, rates: Optional[Sequence[float]]) -> list[Any]:
     if mode == "SMM":
         return ["LAV", *SMM_SUBSETS]
     return [round(float(r), 4) for r in (rates if rates is not None else RATES_DEFAULT)]
+
+
+def _complete_point(points: list[Any]) -> int:
+    """Index of the complete-data point: SMM's LAV or rate 0 (else the lowest rate)."""
+    if points[0] == "LAV":
+        return 0
+    return int(np.argmin(points))
 
 
 def _oracle(task: str, log_probs: np.ndarray, cf_log_probs: Optional[np.ndarray],
@@ -64,6 +75,9 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
     taus = np.zeros((len(seeds), len(points)))
     oracle_taus = {k: np.zeros((len(seeds), len(points))) for k in names}
     y_valid, y_target = valid.labels.cpu().numpy(), target.labels.cpu().numpy()
+    by_class, n_cls, complete = task in PER_CLASS_TASKS, run.shapes.num_classes, _complete_point(points)
+    class_f1 = np.zeros((len(seeds), len(points), n_cls))
+    counts = np.zeros((len(seeds), n_cls, n_cls))
     bar = tqdm(total=len(seeds) * len(points), desc=f"eval {mode}", disable=not progress, leave=False)
     for si, seed in enumerate(seeds):
         valid_masks = EvalMissingness(mode, *valid.padding_masks(), seed=seed, aligned=data.aligned)
@@ -74,14 +88,21 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
                 values, chosen = _oracle(task, on_target.log_probs, on_target.cf_log_probs, y_target)
                 for k in names:
                     oracle_taus[k][si, pi] = chosen[k]
+                scores = debiaser.scores(on_target, chosen[SELECTION_METRIC[task]])
             else:
                 tau = 0.0
                 if debiaser.active:
                     tau = debiaser.choose_tau(debiaser.predict(run.model, valid, valid_masks.masks(point)), y_valid)
                 taus[si, pi] = tau
-                values = task_metrics(task, debiaser.scores(on_target, tau), y_target)
+                scores = debiaser.scores(on_target, tau)
+                values = task_metrics(task, scores, y_target)
             for k in names:
                 per_seed[k][si, pi] = values[k]
+            if by_class:
+                point_counts = confusion(scores, y_target)
+                class_f1[si, pi] = per_class_f1(point_counts)
+                if pi == complete:
+                    counts[si] = point_counts
             bar.update(1)
     bar.close()
     numeric = mode != "SMM"
@@ -101,6 +122,11 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
         data={"file": Path(data.path).name if data.path else None, "sizes": {k: s.n for k, s in data.splits.items()}},
         versions=versions(), seconds=round(time.time() - t0, 2),
     )
+    if by_class:
+        results.class_names = run.class_names
+        results.per_class_f1 = {name: MetricCurve(class_f1[:, :, k].mean(0).tolist(), class_f1[:, :, k].std(0).tolist(),
+                                                  class_f1[:, :, k].tolist()) for k, name in enumerate(run.class_names)}
+        results.confusion, results.confusion_point = counts.mean(0).tolist(), str(points[complete])
     if numeric and len(points) >= 2:
         for k, v in per_seed.items():
             a = np.array([auilc_over_rates(row, points) for row in v])

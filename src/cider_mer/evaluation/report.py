@@ -1,5 +1,8 @@
 """Evaluation reports: ``results.json`` (schema: :mod:`cider_mer.evaluation.results`),
 ``results.csv``, ``results.md`` and a PNG plot; and the metric labels every report shares.
+
+Results with named classes (``emotion``) add to ``results.md`` a per-class F1 table and the
+confusion matrix at the complete-data point, and draw that matrix as ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from cider_mer.io_utils import atomic_write_json, atomic_write_text, save_figure
 
 # The headline metrics of each task (plots, console tables, ablation and benchmark tables); LABELS is the
 # one metric-label table of every report (per-run, ablation and benchmark).
-PLOT_METRICS = {"binary": ("non0_acc2", "non0_f1"), "seven": ("acc7", "f1_7"), "regression": ("non0_acc2", "mae")}
+PLOT_METRICS = {"binary": ("non0_acc2", "non0_f1"), "seven": ("acc7", "f1_7"), "regression": ("non0_acc2", "mae"),
+                "sims_binary": ("acc2", "f1"), "sims_regression": ("acc2", "mae"), "emotion": ("acc", "f1_weighted")}
 CONSOLE_METRICS = {"binary": ("non0_acc2", "non0_f1", "has0_acc2", "acc3"), "seven": ("acc7", "f1_7"),
-                   "regression": ("non0_acc2", "has0_acc2", "acc7", "mae", "corr")}
+                   "regression": ("non0_acc2", "has0_acc2", "acc7", "mae", "corr"),
+                   "sims_binary": ("acc2", "f1"), "sims_regression": ("acc2", "acc3", "acc5", "f1", "mae", "corr"),
+                   "emotion": ("acc", "f1_weighted", "f1_macro")}
 LABELS = {"non0_acc2": "Acc2 (Non0)", "non0_f1": "F1 (Non0)", "has0_acc2": "Acc2 (Has0)", "has0_f1": "F1 (Has0)",
           "acc3": "Acc3", "f1_3": "F1 (3-class)", "acc5": "Acc5", "acc7": "Acc7", "f1_7": "F1 (7-class)",
-          "mae": "MAE", "corr": "Corr"}
+          "mae": "MAE", "corr": "Corr", "acc2": "Acc2", "f1": "F1", "acc": "Acc", "f1_weighted": "F1 (weighted)",
+          "f1_macro": "F1 (macro)"}
 
 
 def metric_label(name: str) -> str:
@@ -44,6 +51,55 @@ def markdown_table(results: EvalResults, metrics: tuple[str, ...] | None = None)
         cells = [f"**{results.auilc[n]:.2f} ± {results.auilc_std[n]:.2f}**" for n in names]
         lines.append("| **AUILC** | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
+
+
+def _cell(mean: float, std: float) -> str:
+    return "–" if mean != mean else f"{mean:.2f} ± {std:.2f}"  # NaN: the class is neither true nor predicted
+
+
+def class_tables(results: EvalResults) -> str:
+    """Markdown: per-class F1 per point (mean ± std over seeds) and the confusion matrix (rows: true
+    class, columns: predicted class, counts averaged over seeds); empty without named classes."""
+    if results.class_names is None:
+        return ""
+    names = results.class_names
+    head = "rate" if results.numeric else "present modalities"
+    lines = ["## Per-class F1", "", f"| {head} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for i in range(len(results.points)):
+        cells = [_cell(results.per_class_f1[n].mean[i], results.per_class_f1[n].std[i]) for n in names]
+        lines.append(f"| {_point_label(results, i)} | " + " | ".join(cells) + " |")
+    point = results.confusion_point
+    lines += ["", f"## Confusion matrix ({head} {point}; rows: true class, columns: predicted; mean over "
+              f"{len(results.seeds)} seed(s))", "", "| true / predicted | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    for name, row in zip(names, results.confusion):
+        lines.append(f"| **{name}** | " + " | ".join(f"{v:g}" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def plot_confusion(results: EvalResults, path: str | Path) -> Path:
+    """The confusion matrix of ``results`` (named classes only) as a PNG: counts in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts, names = np.asarray(results.confusion, dtype=np.float64), results.class_names
+    size = 1.2 + 0.7 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=120)
+    image = ax.imshow(counts, cmap="Blues")
+    top = counts.max() if counts.size else 0.0
+    for (i, j), v in np.ndenumerate(counts):
+        ax.text(j, i, f"{v:g}", ha="center", va="center", color="white" if v > top / 2 else "black", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    where = f"rate {results.confusion_point}" if results.numeric else f"present {results.confusion_point}"
+    ax.set_title(f"{results.split} split, {results.missing_mode} {where}")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return save_figure(fig, path)
 
 
 def csv_text(results: EvalResults) -> str:
@@ -92,7 +148,8 @@ def plot_results(results: EvalResults, path: str | Path, title: str = "") -> Non
 
 
 def write_report(results: EvalResults, out_dir: str | Path) -> dict[str, Path]:
-    """Write the four report files into ``out_dir``; returns their paths."""
+    """Write the four report files (and ``confusion.png`` for named classes) into ``out_dir``; returns
+    their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md",
@@ -102,6 +159,9 @@ def write_report(results: EvalResults, out_dir: str | Path) -> dict[str, Path]:
     title = (f"# {results.config.get('train', {}).get('model', 'model')} — {results.task} task, "
              f"{results.missing_mode} on the {results.split} split\n\n"
              f"Seeds {results.seeds}; tau selection: {results.tau_selection}.\n\n")
-    atomic_write_text(paths["md"], title + markdown_table(results) + "\n")
+    classes = class_tables(results)
+    atomic_write_text(paths["md"], title + markdown_table(results) + "\n" + (f"\n{classes}\n" if classes else ""))
     plot_results(results, paths["png"])
+    if results.class_names is not None:
+        paths["confusion"] = plot_confusion(results, out / "confusion.png")
     return paths

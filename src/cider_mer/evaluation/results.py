@@ -6,7 +6,11 @@ strings), ``seeds`` (mask seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`
 ``per_seed`` [seed][point], in percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME ->
 float; only with >= 2 numeric rates), ``tau_selection`` (how tau was chosen, in words), ``tau``
 (``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
-``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``.
+``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``. Tasks with named
+classes (``emotion``) add ``classes``: ``names`` (class id -> name), ``per_class_f1`` (NAME ->
+``mean``/``std``/``per_seed`` in percent, null where a class is neither true nor predicted),
+``confusion`` ((C, C) counts, row = true class, column = predicted, mean over seeds) and
+``confusion_point`` (the complete-data point it was taken at).
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class EvalResults:
     data: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    class_names: Optional[list[str]] = None  # tasks with named classes only (emotion)
+    per_class_f1: dict[str, MetricCurve] = field(default_factory=dict)  # class name -> F1 (%) per point
+    confusion: Optional[list[list[float]]] = None  # (C, C) at confusion_point, row true, column predicted
+    confusion_point: Optional[str] = None
 
     @property
     def is_oracle(self) -> bool:
@@ -71,20 +79,28 @@ class EvalResults:
         """The ``results.json`` object."""
         tau: dict[str, Any] = (dict(self.oracle_tau) if self.is_oracle
                                else {"mean": self.tau_mean, "per_seed": self.tau_per_seed})
-        return {
+        curve = lambda c: {"mean": c.mean, "std": c.std, "per_seed": c.per_seed}  # noqa: E731
+        out = {
             "missing_mode": self.missing_mode, "split": self.split, "rates": self.rates, "points": self.points,
             "seeds": self.seeds, "task": self.task,
-            "metrics": {k: {"mean": c.mean, "std": c.std, "per_seed": c.per_seed} for k, c in self.metrics.items()},
+            "metrics": {k: curve(c) for k, c in self.metrics.items()},
             "auilc": self.auilc, "auilc_std": self.auilc_std, "tau_selection": self.tau_selection, "tau": tau,
             "config": self.config, "run_dir": self.run_dir, "data": self.data, "versions": self.versions,
             "seconds": self.seconds,
         }
+        if self.class_names is not None:
+            out["classes"] = {"names": self.class_names,
+                              "per_class_f1": {k: curve(c) for k, c in self.per_class_f1.items()},
+                              "confusion": self.confusion, "confusion_point": self.confusion_point}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalResults":
         """Read a ``results.json`` object (any version of the schema above)."""
         tau = d.get("tau") or {}
         oracle = "mean" not in tau
+        classes = d.get("classes") or {}
+        nan = lambda xs: [float("nan") if x is None else float(x) for x in xs]  # noqa: E731  (JSON null = NaN)
         return cls(
             missing_mode=d["missing_mode"], split=d["split"], rates=[float(r) for r in d.get("rates", [])],
             points=[str(p) for p in d.get("points", d.get("rates", []))], seeds=[int(s) for s in d["seeds"]],
@@ -97,4 +113,8 @@ class EvalResults:
             auilc=dict(d.get("auilc", {})), auilc_std=dict(d.get("auilc_std", {})), config=d.get("config", {}),
             run_dir=d.get("run_dir"), data=d.get("data", {}), versions=d.get("versions", {}),
             seconds=float(d.get("seconds", 0.0)),
+            class_names=classes.get("names"),
+            per_class_f1={k: MetricCurve(nan(v["mean"]), nan(v["std"]), [nan(r) for r in v.get("per_seed", [])])
+                          for k, v in classes.get("per_class_f1", {}).items()},
+            confusion=classes.get("confusion"), confusion_point=classes.get("confusion_point"),
         )

@@ -5,7 +5,8 @@ split and turn counts into per-class *relative* frequencies (count / all word-pi
 class), so class imbalance does not masquerade as bias. The coefficient of variation
 (population std / mean) of those frequencies marks a word as biased when >= 0.1. For the
 ``binary`` task the CV is taken over the negative and positive classes (neutral is tiny and
-noisy), as the authors do; for ``seven`` over every class that has word-pieces. Of the biased
+noisy), as the authors do; for every other class task (``seven``, ``sims_binary``, ``emotion`` with
+its C classes) over every class that has word-pieces. Of the biased
 words, the ``top_k`` = 100 most frequent overall (ties: lower id first) are kept.
 
 Counterfactual text: special tokens and biased word-pieces stay, every other real token becomes
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 
 from cider_mer.data.dataset import Split
-from cider_mer.data.labels import num_classes
 from cider_mer.text.encoder import MASK_ID, SPECIAL_IDS
 
 
@@ -48,7 +48,7 @@ def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshol
     """Biased word-pieces of the training split (see the module docstring)."""
     if train.name != "train":
         raise ValueError(f"the counterfactual vocabulary comes from the training split only, got '{train.name}'")
-    c = num_classes(task)
+    c = train.num_classes(task)
     labels = train.labels(task)
     ids = train.text_ids
     valid = train.text_mask.astype(bool) & ~np.isin(ids, SPECIAL_IDS)

@@ -1,6 +1,7 @@
 """MCM statistics from the TRAINING split only: class priors and class-mean features.
 
-- priors: (C,) training class frequencies of the task's labels;
+- priors: (C,) training class frequencies of the task's labels (C from the split's labels, so
+  ``emotion`` gets the dataset's classes);
 - class means: (C, D_t + d_a + d_v), for each class the mean over its training samples of
   [mean frozen pre-trained encoder state over the sample's valid tokens | mean audio frame over
   valid frames | mean vision frame over valid frames]. A class without training samples gets
@@ -19,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from cider_mer.data.dataset import Split
-from cider_mer.data.labels import class_priors, num_classes
+from cider_mer.data.labels import class_priors
 from cider_mer.io_utils import atomic_path
 
 
@@ -51,7 +52,7 @@ def compute_statistics(train: Split, task: str, text_states: np.ndarray) -> Clas
     """Priors and class means of ``train`` (which must be the training split) for ``task``."""
     if train.name != "train":
         raise ValueError(f"MCM statistics come from the training split only, got split '{train.name}'")
-    c = num_classes(task)
+    c = train.num_classes(task)
     labels = train.labels(task)
     feats = sample_features(train, text_states)
     means = np.zeros((c, feats.shape[1]), dtype=np.float64)

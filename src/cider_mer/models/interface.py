@@ -28,7 +28,8 @@ from cider_mer.maci.mcm import MCMHead
 class DataShapes:
     """What a model must know about the data: widths, sequence lengths, alignment, output width.
 
-    ``num_classes`` is the head's output width: 3 / 7 classes, or 1 for the regression task.
+    ``num_classes`` is the head's output width: the task's classes (3, 7, 2, or the dataset's class count for
+    ``emotion``), or 1 for the regression tasks.
     """
 
     text_dim: int  # D_t, the text encoder's width (384 MiniLM, 768 bert-base)

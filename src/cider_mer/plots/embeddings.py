@@ -8,7 +8,6 @@ from typing import Sequence
 import numpy as np
 
 from cider_mer.data.dataset import MerDataset
-from cider_mer.data.labels import CLASS_NAMES
 from cider_mer.errors import CiderError
 from cider_mer.inference import predict
 from cider_mer.io_utils import save_figure
@@ -51,7 +50,7 @@ def plot_embeddings(run: Run, data: MerDataset, rates: Sequence[float], out: str
 
     task = run.cfg.task
     labels = data[split].labels(task)
-    names = CLASS_NAMES[task]
+    names = run.class_names
     embeds = joint_embeddings(run, data, rates, split, seed)
     fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 4.0), dpi=120, squeeze=False)
     cmap = plt.get_cmap("coolwarm" if task == "binary" else "viridis")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cider_mer.data.dataset import MerDataset
-from cider_mer.data.labels import CLASS_NAMES
+from cider_mer.data.labels import is_regression
 from cider_mer.errors import CiderError
 from cider_mer.io_utils import save_figure
 from cider_mer.maci.mcm import MCMHead
@@ -46,7 +46,7 @@ class MaciSteps:
 def maci_steps(run: Run, data: MerDataset, index: int, split: str = "test") -> MaciSteps:
     """Probabilities of the three steps for sample ``index`` and the tau chosen on complete validation data."""
     run.check_compatible(data)
-    if run.cfg.task == "regression":
+    if is_regression(run.cfg.task):
         raise CiderError("MACI's steps need classes; this run is a regression run")
     target = run.split(data, split)
     if not 0 <= index < target.n:
@@ -74,7 +74,7 @@ def plot_maci(run: Run, data: MerDataset, index: int, out: str | Path, split: st
     import matplotlib.pyplot as plt
 
     steps = maci_steps(run, data, index, split)
-    names = CLASS_NAMES[run.cfg.task]
+    names = run.class_names
     panels = (("biased (training statistics)", steps.biased), ("after MCM", steps.after_mcm),
               (f"after counterfactual (tau={steps.tau:.1f})", steps.after_cf))
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=120, sharey=True)

@@ -28,7 +28,7 @@ from cider_mer.batches import DeviceSplit, bucketed_batches, shuffled_batches
 from cider_mer.checkpoint import load_resume, save_resume
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset
-from cider_mer.data.labels import SELECTION_METRIC
+from cider_mer.data.labels import SELECTION_METRIC, is_regression
 from cider_mer.io_utils import atomic_write_text, json_normal, read_json
 from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
@@ -67,14 +67,14 @@ def build_optimizer(model: MerModel, cfg: TrainConfig) -> torch.optim.Adam:
 
 def head_loss(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The task loss of the head's outputs (B, C): NLL of log-probabilities, or L1 of the (B, 1) score."""
-    if task == "regression":
+    if is_regression(task):
         return F.l1_loss(outputs.float().reshape(-1), labels.float())
     return F.nll_loss(outputs.float(), labels)
 
 
 def raw_output_loss(task: str) -> TaskLoss:
     """The task loss of raw outputs (auxiliary heads): cross-entropy of logits, or L1 of scores."""
-    if task == "regression":
+    if is_regression(task):
         return lambda out, y: F.l1_loss(out.float().reshape(-1), y.float())
     return lambda out, y: F.cross_entropy(out.float(), y)
 
