@@ -6,7 +6,8 @@ Accepted CSV layouts (header row required):
 - ``video_id,clip_id,text,label,mode`` (MMSA's layout; the id becomes ``video_id$_$clip_id``).
 
 ``label`` is the sentiment score in [-3, 3]; ``mode`` is ``train``, ``valid`` (or ``dev``) or
-``test``. Text is tokenised with the configured encoder's tokenizer to ``text_bert`` of length
+``test``. For prediction (``cider predict --csv``) both columns are optional: rows without
+``label`` are unlabelled, and without ``mode`` they belong to no split. Text is tokenised with the configured encoder's tokenizer to ``text_bert`` of length
 ``max_len`` (default 50, the field's choice).
 
 Feature files (optional, one per modality): ``.npz`` archives read with ``allow_pickle=False``
@@ -35,10 +36,15 @@ from cider_mer.data.npz_safety import check_npz_claims
 
 LAYOUTS = (("id", "text", "label", "mode"), ("video_id", "clip_id", "text", "label", "mode"))
 MODE_TO_SPLIT = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}
+FeatureTable = dict[str, tuple[np.ndarray, int]]  # {id: (features (T, d), length)}
 
 
-def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
-    """Read and check a transcript CSV; returns columns id, text, label, split."""
+def read_transcripts(csv_path: str | Path, for_prediction: bool = False) -> pd.DataFrame:
+    """Read and check a transcript CSV; returns columns id, text, label, split.
+
+    ``for_prediction``: the ``label`` and ``mode`` columns may be absent (their columns are then
+    NaN / None) and the three splits need not all have rows.
+    """
     path = str(csv_path)
     try:
         df = pd.read_csv(path, dtype={"id": str, "video_id": str, "clip_id": str, "text": str, "mode": str},
@@ -48,34 +54,43 @@ def read_transcripts(csv_path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DatasetError(f"{path}: cannot parse as CSV ({exc})") from exc
     cols = set(df.columns)
-    if set(LAYOUTS[1]) <= cols:
+    optional = {"label", "mode"} if for_prediction else set()
+    layouts = [[c for c in layout if c not in optional] for layout in LAYOUTS]
+    if set(layouts[1]) <= cols:
         df = df.assign(id=df["video_id"].astype(str) + "$_$" + df["clip_id"].astype(str))
-    elif not set(LAYOUTS[0]) <= cols:
+    elif not set(layouts[0]) <= cols:
         raise DatasetError(
-            f"{path}: expected columns {','.join(LAYOUTS[0])} or {','.join(LAYOUTS[1])}, found {','.join(df.columns)}"
+            f"{path}: expected columns {','.join(layouts[0])} or {','.join(layouts[1])}, found {','.join(df.columns)}"
         )
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | (labels < -3) | (labels > 3)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score in [-3, 3], got {df['label'].iloc[row]!r}")
-    modes = df["mode"].astype(str).str.strip().str.lower()
-    unknown = ~modes.isin(list(MODE_TO_SPLIT))
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DatasetError(f"{path} [row {row + 2}, column 'mode']: expected train, valid/dev or test, got {df['mode'].iloc[row]!r}")
+    labels = pd.Series(np.nan, index=df.index)
+    if "label" in cols:
+        labels = pd.to_numeric(df["label"], errors="coerce")
+        bad = labels.isna() | (labels < -3) | (labels > 3)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DatasetError(f"{path} [row {row + 2}, column 'label']: expected a score in [-3, 3], "
+                               f"got {df['label'].iloc[row]!r}")
+    splits = pd.Series(None, index=df.index, dtype=object)
+    if "mode" in cols:
+        modes = df["mode"].astype(str).str.strip().str.lower()
+        unknown = ~modes.isin(list(MODE_TO_SPLIT))
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise DatasetError(f"{path} [row {row + 2}, column 'mode']: expected train, valid/dev or test, "
+                               f"got {df['mode'].iloc[row]!r}")
+        splits = modes.map(MODE_TO_SPLIT)
     if df["id"].duplicated().any():
         dup = df["id"][df["id"].duplicated()].iloc[0]
         raise DatasetError(f"{path} [column 'id']: expected unique ids, '{dup}' appears twice")
     out = pd.DataFrame({"id": df["id"].astype(str), "text": df["text"].astype(str), "label": labels.astype(np.float32),
-                        "split": modes.map(MODE_TO_SPLIT)})
-    for split in ("train", "valid", "test"):
+                        "split": splits})
+    for split in () if for_prediction else ("train", "valid", "test"):
         if not (out["split"] == split).any():
             raise DatasetError(f"{path} [column 'mode']: no rows for split '{split}'")
     return out
 
 
-def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.ndarray, int]]:
+def read_feature_file(path: str | Path, modality: str) -> FeatureTable:
     """Read an ``.npz`` feature file into {id: (features (T, d), length)}."""
     p = str(path)
     check_npz_claims(p, f"{modality} features")
@@ -97,6 +112,15 @@ def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.nda
     return {str(i): (feats[k].astype(np.float32), int(lengths[k])) for k, i in enumerate(ids)}
 
 
+def tokenize(tokenizer, texts: list[str], max_len: int) -> np.ndarray:
+    """(N, 3, max_len) float32 ``text_bert`` rows (ids, attention mask, segment ids) of ``texts``,
+    padded or truncated to ``max_len`` tokens with [CLS] and [SEP]."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                    return_token_type_ids=True, return_attention_mask=True)
+    return np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
+                     np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32).reshape(len(texts), 3, max_len)
+
+
 def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray, np.ndarray]:
     if table is None:
         return np.zeros((len(ids), 1, 1), dtype=np.float32), np.zeros(len(ids), dtype=np.int64)
@@ -109,6 +133,38 @@ def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray
             feats[k, :n] = f[:n]
             lengths[k] = n
     return feats, lengths
+
+
+def feature_tables(
+    ids: list[str],
+    csv_path: str | Path,
+    audio_features: Optional[str | Path] = None,
+    vision_features: Optional[str | Path] = None,
+    media_dir: Optional[str | Path] = None,
+    audio_kind: str = "librosa",
+    video_kind: str = "facemesh",
+    features_dir: Optional[str | Path] = None,
+    video_fps: Optional[float] = None,
+    progress: bool = True,
+    note=None,
+) -> tuple[Optional[FeatureTable], Optional[FeatureTable]]:
+    """The audio and vision features of a transcript CSV's ``ids``: read from ``.npz`` files, or
+    extracted from the recordings in ``media_dir`` (see :func:`import_csv`); None for a modality
+    without any."""
+    if media_dir is None:
+        audio_table = read_feature_file(audio_features, "audio") if audio_features else None
+        vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+        return audio_table, vision_table
+    if audio_features or vision_features:
+        raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
+    from cider_mer.media.extract import media_for_import, write_features
+
+    report = media_for_import(media_dir, ids, csv_path, audio=audio_kind, video=video_kind,
+                              video_fps=video_fps, progress=progress, note=note)
+    if features_dir is not None:
+        write_features(report, features_dir)
+    return (report.audio.table() if report.audio is not None else None,
+            report.video.table() if report.video is not None else None)
 
 
 def import_csv(
@@ -138,27 +194,12 @@ def import_csv(
 
         tokenizer = load_tokenizer(text_encoder)
     df = read_transcripts(csv_path)
-    if media_dir is not None:
-        if audio_features or vision_features:
-            raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
-        from cider_mer.media.extract import media_for_import, write_features
-
-        report = media_for_import(media_dir, list(df["id"]), csv_path, audio=audio_kind, video=video_kind,
-                                  video_fps=video_fps, progress=progress, note=note)
-        if features_dir is not None:
-            write_features(report, features_dir)
-        audio_table = report.audio.table() if report.audio is not None else None
-        vision_table = report.video.table() if report.video is not None else None
-    else:
-        audio_table = read_feature_file(audio_features, "audio") if audio_features else None
-        vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+    audio_table, vision_table = feature_tables(list(df["id"]), csv_path, audio_features, vision_features, media_dir,
+                                               audio_kind, video_kind, features_dir, video_fps, progress, note)
     data = {}
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]
-        enc = tokenizer(list(part["text"]), padding="max_length", truncation=True, max_length=max_len,
-                        return_token_type_ids=True, return_attention_mask=True)
-        text_bert = np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
-                              np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32)
+        text_bert = tokenize(tokenizer, list(part["text"]), max_len)
         ids = part["id"].to_numpy(dtype=object)
         audio, a_len = _modality_arrays(ids, audio_table)
         vision, v_len = _modality_arrays(ids, vision_table)
