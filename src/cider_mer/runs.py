@@ -17,10 +17,11 @@ A run directory holds:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 from cider_mer.batches import DeviceSplit
@@ -36,6 +37,7 @@ from cider_mer.maci.mcm import MCMHead
 from cider_mer.maci.statistics import cached_statistics
 from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
+from cider_mer.predict import PredictionTable, WhatIf, predict_inputs
 from cider_mer.text.cache import cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
 
@@ -105,6 +107,7 @@ class Run:
     device: torch.device
     bias_vocab: Optional[BiasVocabulary]
     meta: dict[str, Any]  # the contents of config.json
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # model.safetensors metadata (epoch, val_tau ...)
 
     # ------------------------------------------------------------------ creating and loading
 
@@ -173,14 +176,14 @@ class Run:
             raise RunError(f"{run_dir}: the run used a {shapes.text_dim}-d text encoder, "
                            f"'{cfg.text_encoder}' is {encoder.dim}-d")
         model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
-        load_model(run_dir / MODEL_FILE, model)
+        checkpoint = load_model(run_dir / MODEL_FILE, model)
         vocab = None
         if cfg.counterfactual:
             if not (run_dir / MACI_FILE).is_file():
                 raise RunError(f"{run_dir}: '{MACI_FILE}' is missing although the run uses counterfactual text")
             vocab = BiasVocabulary.from_dict(read_json(run_dir / MACI_FILE)["vocabulary"])
         model.to(dev).eval()
-        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta)
+        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta, checkpoint)
 
     # ------------------------------------------------------------------ files
 
@@ -215,6 +218,18 @@ class Run:
         """MACI's inference for this run (inactive without counterfactual text), at the run's precision."""
         ids = None if self.bias_vocab is None else torch.as_tensor(self.bias_vocab.token_ids, device=self.device)
         return Debiaser(self.cfg.task, ids, self.cfg.eval_batch_size, self.autocast_dtype)
+
+    @property
+    def val_tau(self) -> float:
+        """MACI's tau chosen on the VALIDATION split (complete data) at the selected epoch, as
+        training stored it with the weights; 0 for a run without counterfactual text."""
+        if not self.debiaser.active:
+            return 0.0
+        tau = self.checkpoint.get("val_tau")
+        if not isinstance(tau, (int, float)) or isinstance(tau, bool):
+            raise RunError(f"{self.path(MODEL_FILE)}: holds no validation tau ('val_tau' in its metadata); "
+                           "it was not written by `cider train`, retrain the run")
+        return float(tau)
 
     def check_compatible(self, data: MerDataset) -> None:
         """Cross-dataset evaluation needs the task's label convention (and, for classes read from the data,
@@ -251,6 +266,16 @@ class Run:
         """Factual (and counterfactual, when the run uses it) predictions on one split of ``data``."""
         self.check_compatible(data)
         return self.debiaser.predict(self.model, self.split(data, split), keep, return_joint)
+
+    def predict_inputs(self, texts: Sequence[str], audio: Optional[Sequence[Optional[np.ndarray]]] = None,
+                       vision: Optional[Sequence[Optional[np.ndarray]]] = None, ids: Optional[Sequence[str]] = None,
+                       labels: Optional[Sequence[float]] = None, batch_size: Optional[int] = None,
+                       missing: Optional[WhatIf] = None, progress: bool = False) -> PredictionTable:
+        """Predictions on raw inputs: N texts and, per sample, (T_i, d) audio / vision frames or None
+        (missing). Returns a :class:`~cider_mer.predict.PredictionTable` with class probabilities,
+        MACI's debiased predictions and modality presence (see :func:`cider_mer.predict.predict_inputs`)."""
+        return predict_inputs(self, texts, audio, vision, ids=ids, labels=labels, batch_size=batch_size,
+                              missing=missing, progress=progress)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> Run:

@@ -11,7 +11,8 @@ import sys
 
 import typer
 
-from cider_mer.cli import ablate_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
+from cider_mer.cli import (ablate_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, predict_cmds, run_cmds,
+                           tune_cmds)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cider-mer: robust multimodal emotion recognition (CIDer, MACI).")
@@ -20,6 +21,7 @@ app.add_typer(plot_cmds.plot_app, name="plot", help="Pictures of a trained run (
 app.add_typer(plot_cmds.maci_app, name="maci", help="Inspect MACI's counterfactual vocabulary.")
 model_cmds.register(app)
 run_cmds.register(app)
+predict_cmds.register(app)
 tune_cmds.register(app)
 ablate_cmds.register(app)
 feature_cmds.register(app)

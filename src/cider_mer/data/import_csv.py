@@ -11,7 +11,9 @@ Without an explicit convention, numbers mean ``mosi`` and names mean ``categoric
 error; ``sims`` is always explicit). Categorical class ids follow the class names sorted
 alphabetically over the whole CSV, so the same set of names always gives the same ids, whatever the
 row order; the names are stored in the file's ``meta``. ``mode`` is ``train``, ``valid`` (or ``dev``) or
-``test``. Text is tokenised with the configured encoder's tokenizer to ``text_bert`` of length
+``test``. For prediction (``cider predict --csv``) both columns are optional: rows without
+``label`` are unlabelled, and without ``mode`` they belong to no split. Text is tokenised with the
+configured encoder's tokenizer to ``text_bert`` of length
 ``max_len`` (default 50, the field's choice).
 
 Feature files (optional, one per modality): ``.npz`` archives read with ``allow_pickle=False``
@@ -40,6 +42,7 @@ from cider_mer.data.npz_safety import check_npz_claims
 
 LAYOUTS = (("id", "text", "label", "mode"), ("video_id", "clip_id", "text", "label", "mode"))
 MODE_TO_SPLIT = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}
+FeatureTable = dict[str, tuple[np.ndarray, int]]  # {id: (features (T, d), length)}
 
 
 def _labels(path: str, raw: pd.Series, convention: Optional[str]) -> tuple[np.ndarray, LabelConvention]:
@@ -76,9 +79,14 @@ def _labels(path: str, raw: pd.Series, convention: Optional[str]) -> tuple[np.nd
     return scores.to_numpy(dtype=np.float32), conv
 
 
-def read_transcripts(csv_path: str | Path, convention: Optional[str] = None) -> tuple[pd.DataFrame, LabelConvention]:
+def read_transcripts(csv_path: str | Path, convention: Optional[str] = None,
+                     for_prediction: bool = False) -> tuple[pd.DataFrame, LabelConvention]:
     """Read and check a transcript CSV; returns columns id, text, label (scores or class ids), split, and
-    the label convention (``convention``, or the one the labels imply when None)."""
+    the label convention (``convention``, or the one the labels imply when None).
+
+    ``for_prediction``: the ``label`` and ``mode`` columns may be absent (their columns are then
+    NaN / None) and the three splits need not all have rows.
+    """
     path = str(csv_path)
     try:
         df = pd.read_csv(path, dtype={"id": str, "video_id": str, "clip_id": str, "text": str, "mode": str,
@@ -89,30 +97,39 @@ def read_transcripts(csv_path: str | Path, convention: Optional[str] = None) -> 
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DatasetError(f"{path}: cannot parse as CSV ({exc})") from exc
     cols = set(df.columns)
-    if set(LAYOUTS[1]) <= cols:
+    optional = {"label", "mode"} if for_prediction else set()
+    layouts = [[c for c in layout if c not in optional] for layout in LAYOUTS]
+    if set(layouts[1]) <= cols:
         df = df.assign(id=df["video_id"].astype(str) + "$_$" + df["clip_id"].astype(str))
-    elif not set(LAYOUTS[0]) <= cols:
+    elif not set(layouts[0]) <= cols:
         raise DatasetError(
-            f"{path}: expected columns {','.join(LAYOUTS[0])} or {','.join(LAYOUTS[1])}, found {','.join(df.columns)}"
+            f"{path}: expected columns {','.join(layouts[0])} or {','.join(layouts[1])}, found {','.join(df.columns)}"
         )
-    labels, conv = _labels(path, df["label"], convention)
-    modes = df["mode"].astype(str).str.strip().str.lower()
-    unknown = ~modes.isin(list(MODE_TO_SPLIT))
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DatasetError(f"{path} [row {row + 2}, column 'mode']: expected train, valid/dev or test, got {df['mode'].iloc[row]!r}")
+    if "label" in cols:
+        labels, conv = _labels(path, df["label"], convention)
+    else:
+        labels, conv = np.full(len(df), np.nan, dtype=np.float32), LabelConvention(convention or "mosi")
+    splits = pd.Series(None, index=df.index, dtype=object)
+    if "mode" in cols:
+        modes = df["mode"].astype(str).str.strip().str.lower()
+        unknown = ~modes.isin(list(MODE_TO_SPLIT))
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise DatasetError(f"{path} [row {row + 2}, column 'mode']: expected train, valid/dev or test, "
+                               f"got {df['mode'].iloc[row]!r}")
+        splits = modes.map(MODE_TO_SPLIT)
     if df["id"].duplicated().any():
         dup = df["id"][df["id"].duplicated()].iloc[0]
         raise DatasetError(f"{path} [column 'id']: expected unique ids, '{dup}' appears twice")
     out = pd.DataFrame({"id": df["id"].astype(str), "text": df["text"].astype(str), "label": labels,
-                        "split": modes.map(MODE_TO_SPLIT)})
-    for split in ("train", "valid", "test"):
+                        "split": splits})
+    for split in () if for_prediction else ("train", "valid", "test"):
         if not (out["split"] == split).any():
             raise DatasetError(f"{path} [column 'mode']: no rows for split '{split}'")
     return out, conv
 
 
-def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.ndarray, int]]:
+def read_feature_file(path: str | Path, modality: str) -> FeatureTable:
     """Read an ``.npz`` feature file into {id: (features (T, d), length)}."""
     p = str(path)
     check_npz_claims(p, f"{modality} features")
@@ -134,6 +151,15 @@ def read_feature_file(path: str | Path, modality: str) -> dict[str, tuple[np.nda
     return {str(i): (feats[k].astype(np.float32), int(lengths[k])) for k, i in enumerate(ids)}
 
 
+def tokenize(tokenizer, texts: list[str], max_len: int) -> np.ndarray:
+    """(N, 3, max_len) float32 ``text_bert`` rows (ids, attention mask, segment ids) of ``texts``,
+    padded or truncated to ``max_len`` tokens with [CLS] and [SEP]."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                    return_token_type_ids=True, return_attention_mask=True)
+    return np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
+                     np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32).reshape(len(texts), 3, max_len)
+
+
 def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray, np.ndarray]:
     if table is None:
         return np.zeros((len(ids), 1, 1), dtype=np.float32), np.zeros(len(ids), dtype=np.int64)
@@ -146,6 +172,38 @@ def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray
             feats[k, :n] = f[:n]
             lengths[k] = n
     return feats, lengths
+
+
+def feature_tables(
+    ids: list[str],
+    csv_path: str | Path,
+    audio_features: Optional[str | Path] = None,
+    vision_features: Optional[str | Path] = None,
+    media_dir: Optional[str | Path] = None,
+    audio_kind: str = "librosa",
+    video_kind: str = "facemesh",
+    features_dir: Optional[str | Path] = None,
+    video_fps: Optional[float] = None,
+    progress: bool = True,
+    note=None,
+) -> tuple[Optional[FeatureTable], Optional[FeatureTable]]:
+    """The audio and vision features of a transcript CSV's ``ids``: read from ``.npz`` files, or
+    extracted from the recordings in ``media_dir`` (see :func:`import_csv`); None for a modality
+    without any."""
+    if media_dir is None:
+        audio_table = read_feature_file(audio_features, "audio") if audio_features else None
+        vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+        return audio_table, vision_table
+    if audio_features or vision_features:
+        raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
+    from cider_mer.media.extract import media_for_import, write_features
+
+    report = media_for_import(media_dir, ids, csv_path, audio=audio_kind, video=video_kind,
+                              video_fps=video_fps, progress=progress, note=note)
+    if features_dir is not None:
+        write_features(report, features_dir)
+    return (report.audio.table() if report.audio is not None else None,
+            report.video.table() if report.video is not None else None)
 
 
 def import_csv(
@@ -178,27 +236,12 @@ def import_csv(
 
         tokenizer = load_tokenizer(text_encoder)
     df, conv = read_transcripts(csv_path, convention)
-    if media_dir is not None:
-        if audio_features or vision_features:
-            raise DatasetError("use either a media folder or feature files (audio/vision features), not both")
-        from cider_mer.media.extract import media_for_import, write_features
-
-        report = media_for_import(media_dir, list(df["id"]), csv_path, audio=audio_kind, video=video_kind,
-                                  video_fps=video_fps, progress=progress, note=note)
-        if features_dir is not None:
-            write_features(report, features_dir)
-        audio_table = report.audio.table() if report.audio is not None else None
-        vision_table = report.video.table() if report.video is not None else None
-    else:
-        audio_table = read_feature_file(audio_features, "audio") if audio_features else None
-        vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+    audio_table, vision_table = feature_tables(list(df["id"]), csv_path, audio_features, vision_features, media_dir,
+                                               audio_kind, video_kind, features_dir, video_fps, progress, note)
     data: dict = {}
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]
-        enc = tokenizer(list(part["text"]), padding="max_length", truncation=True, max_length=max_len,
-                        return_token_type_ids=True, return_attention_mask=True)
-        text_bert = np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
-                              np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32)
+        text_bert = tokenize(tokenizer, list(part["text"]), max_len)
         ids = part["id"].to_numpy(dtype=object)
         audio, a_len = _modality_arrays(ids, audio_table)
         vision, v_len = _modality_arrays(ids, vision_table)
