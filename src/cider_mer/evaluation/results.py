@@ -6,7 +6,9 @@ strings), ``seeds`` (mask seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`
 ``per_seed`` [seed][point], in percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME ->
 float; only with >= 2 numeric rates), ``tau_selection`` (how tau was chosen, in words), ``tau``
 (``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
-``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``.
+``config`` (the run's settings), ``run_dir``, ``data``, ``versions`` (with the git commit),
+``seconds``; since the run records: ``command`` (the ``cider`` command line, null from Python)
+and ``device``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class EvalResults:
     data: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    command: Optional[str] = None  # the ``cider`` command line (None when called from Python)
+    device: Optional[str] = None  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
 
     @property
     def is_oracle(self) -> bool:
@@ -77,7 +81,7 @@ class EvalResults:
             "metrics": {k: {"mean": c.mean, "std": c.std, "per_seed": c.per_seed} for k, c in self.metrics.items()},
             "auilc": self.auilc, "auilc_std": self.auilc_std, "tau_selection": self.tau_selection, "tau": tau,
             "config": self.config, "run_dir": self.run_dir, "data": self.data, "versions": self.versions,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "command": self.command, "device": self.device,
         }
 
     @classmethod
@@ -96,5 +100,5 @@ class EvalResults:
             oracle_tau=dict(tau) if oracle else None,
             auilc=dict(d.get("auilc", {})), auilc_std=dict(d.get("auilc_std", {})), config=d.get("config", {}),
             run_dir=d.get("run_dir"), data=d.get("data", {}), versions=d.get("versions", {}),
-            seconds=float(d.get("seconds", 0.0)),
+            seconds=float(d.get("seconds", 0.0)), command=d.get("command"), device=d.get("device"),
         )
