@@ -276,9 +276,9 @@ def test_suite_runs_aggregates_and_resumes(env, tmp_path):
     assert (run_dir_for(out, "full", 6) / "train_log.csv").read_text() == log_before
     assert third.variants["full"].seeds_done == [5, 6, 7]
 
-    # Other settings in the same folder are refused, naming the difference.
-    with pytest.raises(RunError, match="epochs"):
-        run_ablation(dataclasses.replace(base, epochs=3), env["data"], out, variants="full", n_seeds=1,
+    # Other settings in the same folder are refused, naming the difference (epochs and patience may change).
+    with pytest.raises(RunError, match="lr: stored 0.001, now 0.002"):
+        run_ablation(dataclasses.replace(base, lr=0.002), env["data"], out, variants="full", n_seeds=1,
                      eval_seeds=[0, 1], rates=[0.0, 0.5, 1.0], progress=False, log=lines.append)
 
 

@@ -8,7 +8,13 @@ A run directory holds:
 - ``model.safetensors``: the model that scored best on the VALIDATION split;
 - ``maci.json``: the counterfactual vocabulary (when the run uses counterfactual text);
 - ``train_log.csv``: per-epoch losses and validation metrics;
-- ``resume.safetensors``: the state after the last completed epoch (for ``--resume``).
+- ``train.log``: what training printed, with a start and an end line per session (appended on resume);
+- ``resume.safetensors``: the state after the last completed epoch (for ``--resume``);
+- ``.cider.lock``: the lock of the process writing the run (see :mod:`cider_mer.locks`).
+
+``config.json`` also records the ``cider`` command, the package version and git commit, and the
+device of the latest training session (:func:`cider_mer.io_utils.run_record`). ``--resume`` may
+change only :data:`RESUMABLE_SETTINGS` (:func:`check_same_run`).
 
 ``Run.create`` builds a new run from settings and data (train split only); ``Run.load`` (also
 ``cider_mer.load_run``) rebuilds a trained one for evaluation and prediction.
@@ -31,18 +37,22 @@ from cider_mer.data.dataset import MerDataset, check_vocabulary
 from cider_mer.data.labels import CLASS_NAMES, SELECTION_METRIC
 from cider_mer.errors import CiderError, ConfigError
 from cider_mer.inference import Debiaser, Predictions
-from cider_mer.io_utils import atomic_write_json, read_json, versions
+from cider_mer.io_utils import atomic_write_json, ensure_writable_dir, json_normal, read_json, run_record
 from cider_mer.maci.counterfactual import BiasVocabulary, build_bias_vocabulary
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.maci.statistics import cached_statistics
 from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
 from cider_mer.predict import PredictionTable, WhatIf, predict_inputs
-from cider_mer.text.cache import cached_text_features, dataset_key, encoder_fingerprint
+from cider_mer.text.cache import cache_dir_for, cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
 
-CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE = (
-    "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json")
+CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE, TEXT_LOG_FILE = (
+    "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json", "train.log")
+# Settings a resumed run may change: they decide how long training goes on and where it runs, not
+# what one epoch computes.
+RESUMABLE_SETTINGS = ("epochs", "patience", "device", "eval_batch_size")
+CACHE_WHAT = "feature cache folder ($CIDER_CACHE_DIR, else .cider_cache beside the data)"
 
 
 class RunError(CiderError):
@@ -62,6 +72,43 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' was asked for, but CUDA is not available")
     return dev
+
+
+def describe_device(device: torch.device) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H200)``: the device as run records show it."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def check_same_run(run_dir: str | Path, meta: dict[str, Any], cfg: TrainConfig, data_key: str) -> dict[str, tuple]:
+    """The one rule for continuing the run stored in ``run_dir`` (whose config.json is ``meta``)
+    with ``cfg`` on the dataset with content key ``data_key``: same dataset, and same settings
+    except :data:`RESUMABLE_SETTINGS`. Returns those resumable differences (setting -> (stored,
+    now)); raises :class:`RunError` listing every other one."""
+    stored_key = meta.get("data", {}).get("sha256_16") if isinstance(meta.get("data"), dict) else None
+    if stored_key != data_key:
+        raise RunError(f"{run_dir}: was trained on another dataset file (content {stored_key}, now {data_key}); "
+                       "use another --out")
+    try:
+        stored = TrainConfig.from_dict(meta["train"], source=str(Path(run_dir) / CONFIG_FILE))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{Path(run_dir) / CONFIG_FILE}: unreadable stored settings ({exc})") from None
+    diff = stored.differences(cfg) if json_normal(stored.to_dict()) != json_normal(cfg.to_dict()) else {}
+    refused = {k: v for k, v in diff.items() if k not in RESUMABLE_SETTINGS}
+    if refused:
+        detail = ", ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise RunError(f"{run_dir}: holds a run with other settings ({detail}); continuing it needs the same "
+                       f"settings except {', '.join(RESUMABLE_SETTINGS)}: use another --out for new settings")
+    return {k: v for k, v in diff.items() if k in RESUMABLE_SETTINGS}
+
+
+def check_cache_dir(cfg: TrainConfig, data_path: Optional[str | Path]) -> None:
+    """Before any work: the feature cache a run with ``cfg`` writes for ``data_path`` must be writable
+    (MCM statistics and frozen-encoder features are cached there)."""
+    if (cfg.freeze_text_encoder or cfg.head == "mcm") and data_path is not None:
+        ensure_writable_dir(cache_dir_for(data_path), CACHE_WHAT)
 
 
 def autocast_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -149,7 +196,7 @@ class Run:
             "class_names": data.convention.names_for(cfg.task),
             "seed": cfg.seed,
             "selection_metric": SELECTION_METRIC[cfg.task],
-            "versions": versions(),
+            **run_record(describe_device(device)),
         }
         return cls(Path(run_dir), cfg, shapes, model, encoder, device, vocab, meta)
 

@@ -6,9 +6,10 @@ it with :func:`cider_mer.evaluation.protocol.evaluate` (RMFM on the test split, 
 validation) into ``.../eval/``.
 
 Resumption works per (name, seed): a run whose ``eval/results.json`` exists with the same
-settings is skipped; a run with a ``config.json`` but no evaluation is continued with
-``train(..., resume=True)`` (which returns at once when training had finished) and then
-evaluated. A run directory holding other settings or another dataset raises :class:`RunError`.
+settings is skipped; a run with a ``config.json`` but no evaluation (or with other ``epochs`` or
+``patience``) is continued with ``train(..., resume=True)`` (which returns at once when training
+had finished) and then evaluated. A run directory holding other settings than ``--resume`` allows
+(:func:`cider_mer.runs.check_same_run`) or another dataset raises :class:`RunError`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cider_mer.evaluation.report import metric_label
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json
 from cider_mer.metrics import RATES_DEFAULT
-from cider_mer.runs import CONFIG_FILE, RunError
+from cider_mer.runs import CONFIG_FILE, check_same_run
 
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
@@ -122,24 +123,6 @@ def run_dir_for(out: str | Path, name: str, seed: int) -> Path:
     return Path(out) / "runs" / name / f"seed{seed}"
 
 
-def check_run_settings(run_dir: Path, cfg: TrainConfig, data_key: str) -> None:
-    """Refuse a run directory that was trained with other settings or another dataset."""
-    meta = read_json(run_dir / CONFIG_FILE)
-    old = meta.get("train")
-    if json_normal(old) != json_normal(cfg.to_dict()):
-        try:
-            diff = TrainConfig.from_dict(old).differences(cfg)
-            detail = ", ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        except (TypeError, ValueError):
-            detail = "unreadable stored settings"
-        raise RunError(f"{run_dir}: holds a run with other settings ({detail}); use another --out, "
-                       "or the same --config/--epochs/--task as before")
-    stored_key = meta.get("data", {}).get("sha256_16")
-    if stored_key != data_key:
-        raise RunError(f"{run_dir}: was trained on another dataset file (content {stored_key}, now {data_key}); "
-                       "use another --out")
-
-
 def run_one(settings: SuiteSettings, entry: NamedConfig | str, seed: int, data, encoder=None, progress: bool = True,
             log: Callable[[str], None] = print) -> RunStatus:
     """Train (or continue) and evaluate one (named config, training seed); a variant name also works."""
@@ -158,8 +141,9 @@ def run_one(settings: SuiteSettings, entry: NamedConfig | str, seed: int, data, 
     t0 = time.time()
     status = "trained"
     if (run_dir / CONFIG_FILE).is_file():
-        check_run_settings(run_dir, cfg, dataset_key(settings.data_path))
-        if settings.stored_results(entry.name, seed) is not None:
+        changed = check_same_run(run_dir, read_json(run_dir / CONFIG_FILE), cfg, dataset_key(settings.data_path))
+        longer = {"epochs", "patience"} & set(changed)  # a finished run may train on
+        if not longer and settings.stored_results(entry.name, seed) is not None:
             shown_path = (run_dir / EVAL_DIR / RESULTS_FILE).relative_to(settings.out)
             log(f"{tag} skipped: evaluation exists ({shown_path})")
             return RunStatus(entry.name, seed, "skipped", round(time.time() - t0, 2))

@@ -5,6 +5,7 @@ Layout under ``out``::
     runs/<variant>/seed<k>/          a normal run directory (config.json, model.safetensors, ...)
     runs/<variant>/seed<k>/eval/     its RMFM evaluation on the test split (results.json, .csv, .md, .png)
     ablation.md / .csv / .json / .png   the aggregate over variants and training seeds
+    .cider.lock                      held by the one process running the suite (:mod:`cider_mer.locks`)
 
 The work is split by job: :mod:`.run` trains/evaluates/resumes one (variant, seed),
 :mod:`.aggregate` summarises the runs on disk as an :class:`~.aggregate.AblationTable`, and
@@ -56,7 +57,12 @@ def run_ablation(base: TrainConfig, data_path: str | Path, out: str | Path, vari
     ``encoder``: a text encoder to share; by default, with a frozen encoder, it is loaded once here.
     """
     from cider_mer.data.dataset import load_dataset
+    from cider_mer.io_utils import ensure_writable_dir
+    from cider_mer.locks import LOCK_NAME, locked
+    from cider_mer.runs import check_cache_dir
 
+    ensure_writable_dir(out, "ablation folder")
+    check_cache_dir(base, data_path)
     settings = SuiteSettings(base=base, data_path=Path(data_path), out=Path(out), variants=parse_variants(variants),
                              seeds=training_seeds(base, n_seeds), eval_seeds=[int(s) for s in eval_seeds],
                              rates=[round(float(r), 4) for r in (rates if rates is not None else RATES_DEFAULT)],
@@ -64,26 +70,26 @@ def run_ablation(base: TrainConfig, data_path: str | Path, out: str | Path, vari
     entries = settings.entries()  # fails before any training when a variant cannot apply to this base
     if not settings.eval_seeds:
         raise ValueError("at least one evaluation seed is needed")
-    data = load_dataset(settings.data_path)
-    if encoder is None and base.freeze_text_encoder:
-        from cider_mer.runs import load_encoder
+    with locked(settings.out / LOCK_NAME, f"ablation folder {settings.out}"):  # before any work: one suite per folder
+        data = load_dataset(settings.data_path)
+        if encoder is None and base.freeze_text_encoder:
+            from cider_mer.runs import load_encoder
 
-        encoder = load_encoder(base)
-    elif encoder is not None and not base.freeze_text_encoder:
-        raise ValueError("a shared text encoder only makes sense with a frozen encoder (freeze_text_encoder)")
-    settings.out.mkdir(parents=True, exist_ok=True)
-    total = len(entries) * len(settings.seeds)
-    log(f"ablation: {len(entries)} variant(s) x {len(settings.seeds)} training seed(s) = {total} run(s) "
-        f"into {settings.out}")
-    statuses: dict[tuple[str, int], RunStatus] = {}
-    t0 = time.time()
-    table = None
-    for entry in entries:
-        for seed in settings.seeds:
-            statuses[(entry.name, seed)] = run_one(settings, entry, seed, data, encoder=encoder, progress=progress,
-                                                   log=log)
-        table = aggregate(settings, statuses, entries)
-        write_outputs(table, settings.out)
+            encoder = load_encoder(base)
+        elif encoder is not None and not base.freeze_text_encoder:
+            raise ValueError("a shared text encoder only makes sense with a frozen encoder (freeze_text_encoder)")
+        total = len(entries) * len(settings.seeds)
+        log(f"ablation: {len(entries)} variant(s) x {len(settings.seeds)} training seed(s) = {total} run(s) "
+            f"into {settings.out}")
+        statuses: dict[tuple[str, int], RunStatus] = {}
+        t0 = time.time()
+        table = None
+        for entry in entries:
+            for seed in settings.seeds:
+                statuses[(entry.name, seed)] = run_one(settings, entry, seed, data, encoder=encoder,
+                                                       progress=progress, log=log)
+            table = aggregate(settings, statuses, entries)
+            write_outputs(table, settings.out)
     skipped = sum(1 for s in statuses.values() if s.status == "skipped")
     log(f"ablation finished in {time.time() - t0:.0f}s ({total - skipped} run(s) worked on, {skipped} skipped); "
         f"table in {settings.out / 'ablation.md'}")

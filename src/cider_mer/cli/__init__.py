@@ -8,6 +8,7 @@ code 2. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -19,6 +20,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(data_cmds.app, name="data", help="Create, import, check and re-split dataset files.")
 app.add_typer(plot_cmds.plot_app, name="plot", help="Pictures of a trained run (embeddings, MACI).")
 app.add_typer(plot_cmds.maci_app, name="maci", help="Inspect MACI's counterfactual vocabulary.")
+
+
+@app.callback()
+def _global_options(
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of torch for this command (>= 1). "
+                                          "Default: OMP_NUM_THREADS when set, else torch's default; tuning "
+                                          "workers use 1."),
+) -> None:
+    if threads is not None:
+        from cider_mer.threads import set_threads
+
+        if threads < 1:
+            raise typer.BadParameter(f"must be >= 1, got {threads}", param_hint="'--threads'")
+        set_threads(threads)
+
+
 model_cmds.register(app)
 run_cmds.register(app)
 predict_cmds.register(app)
@@ -32,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     from cider_mer.errors import CiderError
+    from cider_mer.io_utils import set_command_line
 
+    set_command_line(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=argv, standalone_mode=False)
     except (CiderError, FileNotFoundError) as exc:

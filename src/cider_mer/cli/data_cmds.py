@@ -65,9 +65,11 @@ def synth(
 ) -> None:
     """Write the embedded default dataset: synthetic, MOSI-shaped, with a planted language bias."""
     from cider_mer.data.synth import write_synthetic
+    from cider_mer.io_utils import ensure_writable_file
 
     if scale <= 0:
         raise typer.BadParameter("--scale must be positive")
+    ensure_writable_file(out, "--out")
     ds = write_synthetic(out, seed=seed, scale=scale, aligned=aligned, ood=ood)
     print_summary(ds)
 
@@ -97,7 +99,11 @@ def import_csv_cmd(
 ) -> None:
     """Import real transcripts (and optional features or recordings) into a dataset file."""
     from cider_mer.data.import_csv import import_csv
+    from cider_mer.io_utils import ensure_writable_dir, ensure_writable_file
 
+    ensure_writable_file(out, "--out")
+    if features_dir is not None:
+        ensure_writable_dir(features_dir, "--features-dir")
     ds = import_csv(csv, out, text_encoder=text_encoder, max_len=max_len, convention=convention,
                     audio_features=audio_features, vision_features=vision_features,
                     media_dir=media_dir, audio_kind=audio_kind, video_kind=video_kind, features_dir=features_dir,

@@ -28,11 +28,13 @@ def embeddings_cmd(
     """Joint representations under missing data, coloured by class (the paper's Fig. 8)."""
     from cider_mer.cli.options import parse_rates
     from cider_mer.data.dataset import load_dataset
+    from cider_mer.io_utils import ensure_writable_file
     from cider_mer.plots.embeddings import plot_embeddings
     from cider_mer.runs import Run
 
-    path = plot_embeddings(Run.load(run, device=device), load_dataset(data), parse_rates(rates),
-                           out or run / "embeddings.png", split, method, seed)
+    out = ensure_writable_file(out or run / "embeddings.png", "--out")
+    path = plot_embeddings(Run.load(run, device=device), load_dataset(data), parse_rates(rates), out, split, method,
+                           seed)
     console.print(f"wrote {path}")
 
 
@@ -47,11 +49,13 @@ def maci_plot_cmd(
 ) -> None:
     """Class probabilities of one sample: biased, after MCM, after counterfactual (the paper's Fig. 9)."""
     from cider_mer.data.dataset import load_dataset
+    from cider_mer.io_utils import ensure_writable_file
     from cider_mer.plots.maci import plot_maci
     from cider_mer.runs import Run
 
+    out = ensure_writable_file(out or run / f"maci_{split}_{index}.png", "--out")
     loaded = Run.load(run, device=device)
-    path, steps = plot_maci(loaded, load_dataset(data), index, out or run / f"maci_{split}_{index}.png", split)
+    path, steps = plot_maci(loaded, load_dataset(data), index, out, split)
     names = loaded.class_names
     for key in ("biased", "after_mcm", "after_cf"):
         console.print(f"{key:>10}: " + "  ".join(f"{n} {100 * p:5.1f}%" for n, p in zip(names, getattr(steps, key))))

@@ -16,13 +16,16 @@ console = Console(width=160)
 
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset file (train and valid splits are used)."),
-    out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume); one "
+                                                "process at a time writes it."),
     task: Optional[str] = typer.Option(None, "--task",
                                        help="binary (3-class training), seven or regression. Default binary."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered model (see `cider models`). Default cider."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: TrainConfig.epochs)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation (default: TrainConfig.patience)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size",
+                                                  help="Batch size of validation and cached features."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default: TrainConfig.seed)."),
     text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
                                                help="all-MiniLM-L6-v2 (default, offline), a local HF dir or a hub id."),
@@ -38,25 +41,32 @@ def train_cmd(
     length_buckets: Optional[bool] = typer.Option(None, "--length-buckets/--random-batches",
                                                   help="Batches of similar text length (much faster on CPU)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON settings (e.g. best_config.json from tune)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run from its last completed epoch, with its "
+                                "stored settings; only --epochs, --patience, --device, --eval-batch-size (and "
+                                "--quiet) may change, any other difference is refused."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train a model (CIDer: MSSD; baselines: their own objective); the checkpoint is selected on the
-    validation split only."""
+    validation split only. The run folder also gets train.log (appended on --resume)."""
     from cider_mer.config import compose_config
     from cider_mer.data.dataset import load_dataset
-    from cider_mer.runs import CONFIG_FILE
+    from cider_mer.io_utils import ensure_writable_dir
+    from cider_mer.runs import CONFIG_FILE, check_cache_dir
     from cider_mer.training.trainer import train
 
+    ensure_writable_dir(out, "--out")
     model_cfg = {k: v for k, v in (("layers", layers), ("heads", heads)) if v is not None}
-    overrides = dict(task=task, model=model, epochs=epochs, patience=patience, batch_size=batch_size, seed=seed,
+    overrides = dict(task=task, model=model, epochs=epochs, patience=patience, batch_size=batch_size,
+                     eval_batch_size=eval_batch_size, seed=seed,
                      text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device,
                      precision=precision, encoder_precision=encoder_precision, length_buckets=length_buckets,
                      model_config=model_cfg or None)
     if no_maci:
         overrides.update(head="linear", counterfactual=False)
-    resume_stored = resume and config is None and (out / CONFIG_FILE).is_file()
-    cfg = None if resume_stored else compose_config(config, **overrides)
+    stored = out / CONFIG_FILE
+    # Resuming without --config: the run's stored settings with the options given on top.
+    cfg = compose_config(stored if resume and config is None and stored.is_file() else config, **overrides)
+    check_cache_dir(cfg, data)
     result = train(cfg, load_dataset(data), out, resume=resume, progress=not quiet)
     console.print(f"best validation {json.dumps(result.best_value)} at epoch {result.best_epoch} "
                   f"({result.epochs_run} epochs, {result.seconds:.0f}s); run in {out}")
@@ -74,13 +84,17 @@ def eval_cmd(
     device: str = typer.Option("auto", "--device"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Evaluate a run under missing modalities: per-rate metrics, AUILC, tables and a plot."""
+    """Evaluate a run under missing modalities: per-rate metrics, AUILC, tables and a plot. The
+    report's four files are replaced as one set."""
     from cider_mer.data.dataset import load_dataset
     from cider_mer.evaluation.protocol import evaluate
-    from cider_mer.evaluation.report import CONSOLE_METRICS, markdown_table, write_report
-    from cider_mer.runs import Run
+    from cider_mer.evaluation.report import CONSOLE_METRICS, check_report_dir, markdown_table, write_report
+    from cider_mer.runs import Run, check_cache_dir
 
-    results = evaluate(Run.load(run, device=device), load_dataset(data), split=split, mode=missing_mode,
+    check_report_dir(out)
+    loaded = Run.load(run, device=device)
+    check_cache_dir(loaded.cfg, data)
+    results = evaluate(loaded, load_dataset(data), split=split, mode=missing_mode,
                        rates=parse_rates(rates), seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
     paths = write_report(results, out)
     console.print(markdown_table(results, CONSOLE_METRICS[results.task]))
@@ -97,7 +111,12 @@ def demo_cmd(
 ) -> None:
     """The main job: synthetic MOSI-shaped data -> CIDer (frozen MiniLM) -> RMFM evaluation."""
     from cider_mer.demo import run_demo
+    from cider_mer.io_utils import ensure_writable_dir
+    from cider_mer.runs import CACHE_WHAT
+    from cider_mer.text.cache import cache_dir_for
 
+    ensure_writable_dir(out, "--out")
+    ensure_writable_dir(cache_dir_for(out / "data" / "synth_mosi.pkl"), CACHE_WHAT)
     run_demo(out, epochs=epochs, seed=seed, eval_seeds=parse_seeds(eval_seeds), scale=scale, progress=not quiet,
              console=console)
 

@@ -22,12 +22,12 @@ import numpy as np
 from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import PER_CLASS_TASKS, SELECTION_METRIC
 from cider_mer.evaluation.results import EvalResults, MetricCurve
-from cider_mer.io_utils import versions
+from cider_mer.io_utils import run_record
 from cider_mer.maci.tau import TAU_GRID, debias
 from cider_mer.metrics import (LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion,
                                 per_class_f1, task_metrics)
 from cider_mer.missing import SMM_SUBSETS, EvalMissingness, check_mode
-from cider_mer.runs import Run
+from cider_mer.runs import Run, describe_device
 
 DEFAULT_EVAL_SEEDS = (0, 1, 2)
 
@@ -106,6 +106,7 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
             bar.update(1)
     bar.close()
     numeric = mode != "SMM"
+    record = run_record(describe_device(run.device))
     results = EvalResults(
         missing_mode=mode, split=split, rates=[float(p) for p in points] if numeric else [],
         points=[str(p) for p in points], seeds=[int(s) for s in seeds], task=task,
@@ -120,7 +121,8 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
                 if k in run.meta},
         run_dir=run.run_dir.name,
         data={"file": Path(data.path).name if data.path else None, "sizes": {k: s.n for k, s in data.splits.items()}},
-        versions=versions(), seconds=round(time.time() - t0, 2),
+        versions=record["versions"], seconds=round(time.time() - t0, 2), command=record["command"],
+        device=record["device"],
     )
     if by_class:
         results.class_names = run.class_names

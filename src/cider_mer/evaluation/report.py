@@ -3,15 +3,32 @@
 
 Results with named classes (``emotion``) add to ``results.md`` a per-class F1 table and the
 confusion matrix at the complete-data point, and draw that matrix as ``confusion.png``.
+The report's files are replaced as one set (:func:`write_report`): they are written into a hidden
+sibling folder ``.NAME.new-*``, then two renames swap it in (``NAME`` -> ``.NAME.old-*``, the new
+folder -> ``NAME``) and the old folder is removed. A reader therefore sees the old set or the new
+one, never a mix; a writer killed between the two renames leaves no ``NAME`` for a moment, and
+the next :func:`write_report` finishes that swap (or drops the leftovers of an unfinished write).
+One writer at a time holds ``.NAME.lock`` beside the folder (:mod:`cider_mer.locks`).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from cider_mer.evaluation.results import EvalResults
-from cider_mer.io_utils import atomic_write_json, atomic_write_text, save_figure
+from cider_mer.io_utils import (
+    OutputError,
+    atomic_write_json,
+    atomic_write_text,
+    dir_mode,
+    ensure_writable_dir,
+    save_figure,
+)
+from cider_mer.locks import locked, sibling_lock_file
 
 # The headline metrics of each task (plots, console tables, ablation and benchmark tables); LABELS is the
 # one metric-label table of every report (per-run, ablation and benchmark).
@@ -147,13 +164,60 @@ def plot_results(results: EvalResults, path: str | Path, title: str = "") -> Non
     save_figure(fig, path)
 
 
+REPORT_FILES = {"json": "results.json", "csv": "results.csv", "md": "results.md", "png": "results.png"}
+CONFUSION_FILE = "confusion.png"  # only for results with named classes
+
+
+def _finish_or_drop_swap(out: Path) -> None:
+    """Clean what a killed :func:`write_report` left beside ``out`` (the caller holds the lock, so
+    no other writer is at work): a complete new set whose swap was cut short is moved in."""
+    new = sorted(out.parent.glob(f".{out.name}.new-*"))
+    old = sorted(out.parent.glob(f".{out.name}.old-*"))
+    if not out.exists() and old:  # cut between the two renames: the new set is complete, else the old one back
+        os.rename(new.pop() if new else old.pop(), out)
+    for leftover in new + old:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def check_report_dir(out_dir: str | Path) -> Path:
+    """Before any work: ``out_dir`` can be written and holds nothing but an earlier report (the
+    whole folder is replaced, so anything else would be lost); returns it."""
+    out = ensure_writable_dir(out_dir, "report folder")
+    if out.is_dir():
+        foreign = sorted(n for n in os.listdir(out) if not n.startswith(".") and n not in (*REPORT_FILES.values(), CONFUSION_FILE))
+        if foreign:
+            raise OutputError(f"report folder {out}: holds other files than a report ({', '.join(foreign[:5])}); "
+                              "choose an empty folder or one with an earlier report")
+    return out
+
+
 def write_report(results: EvalResults, out_dir: str | Path) -> dict[str, Path]:
-    """Write the four report files (and ``confusion.png`` for named classes) into ``out_dir``; returns
-    their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md",
-             "png": out / "results.png"}
+    """Write the four report files (and ``confusion.png`` for named classes) into ``out_dir`` as one
+    set (see the module notes); returns their paths.
+
+    ``out_dir`` may hold only an earlier report (anything else is refused, so nothing is lost).
+    """
+    out = check_report_dir(out_dir)
+    with locked(sibling_lock_file(out), f"report folder {out}"):
+        _finish_or_drop_swap(out)
+        check_report_dir(out)
+        new = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        try:
+            os.chmod(new, dir_mode())  # mkdtemp makes 0700
+            names = _write_files(results, {k: new / name for k, name in REPORT_FILES.items()})
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        old = new.with_name(new.name.replace(".new-", ".old-", 1))
+        if out.exists():
+            os.rename(out, old)
+        os.rename(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    return {k: out / name for k, name in names.items()}
+
+
+def _write_files(results: EvalResults, paths: dict[str, Path]) -> dict[str, str]:
+    """Write the report into ``paths`` (one folder); returns the written file names by kind."""
     atomic_write_json(paths["json"], results.to_dict())
     atomic_write_text(paths["csv"], csv_text(results))
     title = (f"# {results.config.get('train', {}).get('model', 'model')} — {results.task} task, "
@@ -162,6 +226,7 @@ def write_report(results: EvalResults, out_dir: str | Path) -> dict[str, Path]:
     classes = class_tables(results)
     atomic_write_text(paths["md"], title + markdown_table(results) + "\n" + (f"\n{classes}\n" if classes else ""))
     plot_results(results, paths["png"])
+    names = {k: p.name for k, p in paths.items()}
     if results.class_names is not None:
-        paths["confusion"] = plot_confusion(results, out / "confusion.png")
-    return paths
+        names["confusion"] = plot_confusion(results, paths["json"].parent / CONFUSION_FILE).name
+    return names

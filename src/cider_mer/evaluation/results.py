@@ -6,7 +6,8 @@ strings), ``seeds`` (mask seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`
 ``per_seed`` [seed][point], in percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME ->
 float; only with >= 2 numeric rates), ``tau_selection`` (how tau was chosen, in words), ``tau``
 (``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
-``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``. Tasks with named
+``config`` (the run's settings), ``run_dir``, ``data``, ``versions`` (with the git commit),
+``seconds``, ``command`` (the ``cider`` command line, null from Python) and ``device``. Tasks with named
 classes (``emotion``) add ``classes``: ``names`` (class id -> name), ``per_class_f1`` (NAME ->
 ``mean``/``std``/``per_seed`` in percent, null where a class is neither true nor predicted),
 ``confusion`` ((C, C) counts, row = true class, column = predicted, mean over seeds) and
@@ -54,6 +55,8 @@ class EvalResults:
     per_class_f1: dict[str, MetricCurve] = field(default_factory=dict)  # class name -> F1 (%) per point
     confusion: Optional[list[list[float]]] = None  # (C, C) at confusion_point, row true, column predicted
     confusion_point: Optional[str] = None
+    command: Optional[str] = None  # the ``cider`` command line (None when called from Python)
+    device: Optional[str] = None  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
 
     @property
     def is_oracle(self) -> bool:
@@ -86,7 +89,7 @@ class EvalResults:
             "metrics": {k: curve(c) for k, c in self.metrics.items()},
             "auilc": self.auilc, "auilc_std": self.auilc_std, "tau_selection": self.tau_selection, "tau": tau,
             "config": self.config, "run_dir": self.run_dir, "data": self.data, "versions": self.versions,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "command": self.command, "device": self.device,
         }
         if self.class_names is not None:
             out["classes"] = {"names": self.class_names,
@@ -112,7 +115,7 @@ class EvalResults:
             oracle_tau=dict(tau) if oracle else None,
             auilc=dict(d.get("auilc", {})), auilc_std=dict(d.get("auilc_std", {})), config=d.get("config", {}),
             run_dir=d.get("run_dir"), data=d.get("data", {}), versions=d.get("versions", {}),
-            seconds=float(d.get("seconds", 0.0)),
+            seconds=float(d.get("seconds", 0.0)), command=d.get("command"), device=d.get("device"),
             class_names=classes.get("names"),
             per_class_f1={k: MetricCurve(nan(v["mean"]), nan(v["std"]), [nan(r) for r in v.get("per_seed", [])])
                           for k, v in classes.get("per_class_f1", {}).items()},

@@ -1,5 +1,6 @@
 """Training (SPEC §4): MSSD for CIDer, each baseline's own objective, selection on validation only,
-resumable runs. The run directory's layout belongs to :mod:`cider_mer.runs`.
+resumable runs (a resumed run may change only ``runs.RESUMABLE_SETTINGS``), one writer per run
+directory, and a ``train.log`` per run. The run directory's layout belongs to :mod:`cider_mer.runs`.
 
 Per batch, with a fresh training missing mask:
 - **MSSD** (``cfg.mssd``): a complete pass (task loss, step), gradients zeroed, then an incomplete
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +32,22 @@ from cider_mer.checkpoint import load_resume, save_resume
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import SELECTION_METRIC, is_regression
-from cider_mer.io_utils import atomic_write_text, json_normal, read_json
+from cider_mer.io_utils import atomic_write_text, command_line, read_json
+from cider_mer.locks import Claim, claim_dir
 from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.interface import EpochPlan, KeepMasks, MerModel, ModelInputs, ObjectiveBatch, TaskLoss
-from cider_mer.runs import CONFIG_FILE, LOG_FILE, RESUME_FILE, Run, RunError
+from cider_mer.runs import (
+    CONFIG_FILE,
+    LOG_FILE,
+    RESUME_FILE,
+    TEXT_LOG_FILE,
+    Run,
+    RunError,
+    check_cache_dir,
+    check_same_run,
+)
+from cider_mer.text.cache import dataset_key
 from cider_mer.text.encoder import TextEncoder
 from cider_mer.training import losses
 
@@ -296,24 +310,21 @@ def config_for_resume(run_dir: str | Path) -> TrainConfig:
 
 def _open_run(cfg: TrainConfig, data: MerDataset, run_dir: Path, resume: bool,
               encoder: Optional[TextEncoder]) -> Run:
-    """Build the run, refuse a directory that holds another run, and write its config."""
+    """Refuse a directory that holds another run (or, resuming, other settings), build the run and
+    write its config."""
     config_path = run_dir / CONFIG_FILE
     if config_path.exists() and not resume:
         raise RunError(f"{run_dir}: already holds a run (config.json); pass --resume to continue it or choose another --out")
-    run = Run.create(cfg, data, run_dir, encoder)
     if resume and config_path.exists():
-        old = read_json(config_path)
-        same = json_normal(TrainConfig.from_dict(old.get("train", {})).to_dict()) == json_normal(cfg.to_dict())
-        if not same or old.get("data", {}).get("sha256_16") != run.meta["data"]["sha256_16"]:
-            raise RunError(f"{run_dir}: --resume needs the same settings and dataset as the original run "
-                           "(compare config.json)")
+        check_same_run(run_dir, read_json(config_path), cfg, dataset_key(data.path))
+    run = Run.create(cfg, data, run_dir, encoder)
     run.meta["mssd_terms"] = sorted(effective_weights(cfg, run.model))
     run.save_config()
     return run
 
 
 def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng: EpochRandomness,
-               state: TrainState, progress: bool) -> dict[str, Any]:
+               state: TrainState, progress: bool, log: logging.Logger) -> dict[str, Any]:
     """Train one epoch, validate, keep the checkpoint when it improves; returns the log row."""
     epoch, metric = state.epoch + 1, SELECTION_METRIC[run.cfg.task]
     plan = run.model.backbone.epoch_plan(epoch)
@@ -332,10 +343,37 @@ def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng
         state.bad_epochs += 1
     state.epoch, state.stopped_early = epoch, state.bad_epochs >= run.cfg.patience
     state.log.append(row)
+    line = (f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {value:.2f}  tau {row['val_tau']:.1f}  "
+            f"({row['train_seconds']:.1f}s){' *' if improved else ''}")
+    log.info(line)
     if progress:
-        print(f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {value:.2f}  tau {row['val_tau']:.1f}  "
-              f"({row['train_seconds']:.1f}s){' *' if improved else ''}", flush=True)
+        print(line, flush=True)
     return row
+
+
+@contextmanager
+def _text_log(path: Path) -> Iterator[logging.Logger]:
+    """A logger appending to the run's ``train.log`` for the block (its own, unregistered: two runs
+    in one process never write into each other's file); the file is closed at the end."""
+    log = logging.Logger("cider_mer.train")
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _settings_line(run: Run, state: TrainState, data: MerDataset) -> str:
+    cfg, meta = run.cfg, run.meta
+    start = f"resuming after epoch {state.epoch}" if state.epoch else "new run"
+    return (f"start ({start}): command {command_line() or '(Python API)'}; model {cfg.model}, task {cfg.task}, "
+            f"head {cfg.head}, mssd {cfg.mssd}, epochs {cfg.epochs}, patience {cfg.patience}, batch {cfg.batch_size}, "
+            f"lr {cfg.lr}, seed {cfg.seed}, precision {cfg.precision}, device {meta['device']}, "
+            f"data {Path(data.path).name} ({meta['data']['sha256_16']}); version {meta['versions']['cider-mer']}, "
+            f"git {meta['versions']['git']}")
 
 
 def train(cfg: Optional[TrainConfig], data: MerDataset, run_dir: str | Path, resume: bool = False,
@@ -343,12 +381,33 @@ def train(cfg: Optional[TrainConfig], data: MerDataset, run_dir: str | Path, res
           epoch_callback: Optional[Callable[[int, dict[str, float]], None]] = None) -> TrainResult:
     """Train ``cfg`` on ``data`` (train and valid splits only) into ``run_dir``.
 
-    ``cfg=None`` with ``resume`` continues with the settings stored in the run. ``epoch_callback(epoch,
+    ``cfg=None`` with ``resume`` continues with the settings stored in the run; a given ``cfg`` may
+    change only :data:`~cider_mer.runs.RESUMABLE_SETTINGS` of a resumed run. ``epoch_callback(epoch,
     row)`` is called after each epoch (tuning prunes through it; it may raise to stop the run).
+
+    The run directory is locked for the call (:func:`cider_mer.locks.claim_dir`: a second writer
+    gets :class:`~cider_mer.locks.FolderInUseError`). A call that fails before its first epoch is
+    saved removes what it created there, so the same command can simply run again.
     """
     run_dir = Path(run_dir)
-    cfg = cfg if cfg is not None else config_for_resume(run_dir)
-    run = _open_run(cfg, data, run_dir, resume, encoder)
+    with claim_dir(run_dir, "run folder") as claim:
+        cfg = cfg if cfg is not None else config_for_resume(run_dir)
+        check_cache_dir(cfg, data.path)
+        run = _open_run(cfg, data, run_dir, resume, encoder)
+        with _text_log(run.path(TEXT_LOG_FILE)) as log:
+            try:
+                result = _train_loop(run, data, resume, progress, epoch_callback, claim, log)
+            except BaseException as exc:
+                log.info(f"stopped: {type(exc).__name__}: {str(exc).strip()[:300]}")
+                raise
+    return result
+
+
+def _train_loop(run: Run, data: MerDataset, resume: bool, progress: bool,
+                epoch_callback: Optional[Callable[[int, dict[str, float]], None]], claim: Claim,
+                log: logging.Logger) -> TrainResult:
+    """The epochs of :func:`train` (from the resume state, when there is one) until done or stopped."""
+    cfg = run.cfg
     splits = (run.split(data, "train"), run.split(data, "valid"))
     optimizer = build_optimizer(run.model, cfg)
     set_tf32(run.device, cfg.precision == "bf16")
@@ -361,14 +420,20 @@ def train(cfg: Optional[TrainConfig], data: MerDataset, run_dir: str | Path, res
         states, book = load_resume(run.path(RESUME_FILE), run.model, optimizer)
         rng.restore(states)
         state = TrainState.from_dict(book)
+        state.stopped_early = state.bad_epochs >= cfg.patience  # the patience may have changed
+    log.info(_settings_line(run, state, data))
     started = time.time() - state.seconds
     while state.epoch < cfg.epochs and not state.stopped_early:
-        row = _run_epoch(run, optimizer, splits, rng, state, progress)
+        row = _run_epoch(run, optimizer, splits, rng, state, progress, log)
         state.seconds = time.time() - started
         _write_log(run.path(LOG_FILE), state.log)
         save_resume(run.path(RESUME_FILE), run.model, optimizer, not cfg.freeze_text_encoder, rng.states(),
                     asdict(state))
+        claim.keep()  # a resumable epoch is on disk
         if epoch_callback is not None:
             epoch_callback(state.epoch, row)
     best = state.best_value if state.best_value is not None else float("nan")
-    return TrainResult(run_dir, state.best_epoch, best, state.epoch, state.stopped_early, state.seconds)
+    log.info(f"end: {state.epoch} epoch(s){' (stopped early)' if state.stopped_early else ''}; best val "
+             f"{SELECTION_METRIC[cfg.task]} {best:.4f} at epoch {state.best_epoch}; {state.seconds:.1f}s of training "
+             "in all")
+    return TrainResult(run.run_dir, state.best_epoch, best, state.epoch, state.stopped_early, state.seconds)

@@ -1,13 +1,21 @@
-"""The files a worker rewrites after each trial (trials.csv, best_config.json, tuning.json) and its log line."""
+"""The files a worker rewrites after each trial (trials.csv, best_config.json, tuning.json) and its log line.
+
+Workers of one study may share the tuning folder: each rewrites the three files as one set while
+holding the folder's lock (``.cider.lock``, :mod:`cider_mer.locks`; held for a moment, waited for).
+A folder belongs to one study: ``tuning.json`` names it, and another study is refused there.
+"""
 
 from __future__ import annotations
 
 import io
 from typing import TYPE_CHECKING, Any, Optional
+from pathlib import Path
 
 from cider_mer.data.labels import SELECTION_METRIC
-from cider_mer.io_utils import atomic_write_json, atomic_write_text
+from cider_mer.io_utils import atomic_write_json, atomic_write_text, read_json, run_record
+from cider_mer.locks import LOCK_NAME, locked
 from cider_mer.tuning.census import best_trial, take_census
+from cider_mer.tuning.settings import TuneError
 from cider_mer.tuning.space import apply_params, clean_params
 from cider_mer.tuning.trial import Outcome, TrialContext
 
@@ -17,6 +25,19 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 TRIALS_CSV, BEST_CONFIG, SUMMARY = "trials.csv", "best_config.json", "tuning.json"
+LOCK_WAIT_SECONDS = 120.0  # how long a worker waits for another one to finish rewriting the files
+
+
+def check_folder_study(out_dir: Path, study: str) -> None:
+    """Refuse a tuning folder whose ``tuning.json`` belongs to another study (trial folders and
+    summaries would mix)."""
+    try:
+        theirs = read_json(out_dir / SUMMARY)["study"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no summary yet (or an unreadable one, rewritten by the first trial)
+    if theirs != study:
+        raise TuneError(f"tuning folder {out_dir}: holds study '{theirs}', not '{study}'; use another --out "
+                        f"(or --study {theirs})")
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -39,7 +60,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def write_outputs(ctx: TrialContext) -> Optional[FrozenTrial]:
-    """Rewrite trials.csv, best_config.json and tuning.json (atomically); return the best trial."""
+    """Rewrite trials.csv, best_config.json and tuning.json (atomically, as one set under the
+    folder's lock); return the best trial."""
+    with locked(ctx.out_dir / LOCK_NAME, f"tuning folder {ctx.out_dir}", wait=LOCK_WAIT_SECONDS):
+        return _write_outputs(ctx)
+
+
+def _write_outputs(ctx: TrialContext) -> Optional[FrozenTrial]:
+    from cider_mer.runs import describe_device, resolve_device
+
     study, space = ctx.study, ctx.space
     buf = io.StringIO()
     trials_frame(study).to_csv(buf, index=False)
@@ -50,6 +79,7 @@ def write_outputs(ctx: TrialContext) -> Optional[FrozenTrial]:
         "metric": f"val_{SELECTION_METRIC[ctx.base.task]}", "direction": "maximize",
         "requested_trials": ctx.n_trials, "finished_trials": take_census(study, space).done,
         "search_space": [p.describe() for p in space], "best": None,
+        **run_record(describe_device(resolve_device(ctx.base.device))),
     }
     if best is not None:
         cfg = apply_params(ctx.base, best.params, space)

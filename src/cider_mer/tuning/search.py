@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from cider_mer.config import TrainConfig
 from cider_mer.data.labels import SELECTION_METRIC
 from cider_mer.tuning.census import take_census
-from cider_mer.tuning.output import BEST_CONFIG, TRIALS_CSV, trial_line, write_outputs
+from cider_mer.tuning.output import BEST_CONFIG, TRIALS_CSV, check_folder_study, trial_line, write_outputs
 from cider_mer.tuning.settings import TuneError, check_settings, study_settings
 from cider_mer.tuning.space import TABLE_II, Param, apply_params, clean_params, space_size
 from cider_mer.tuning.storage import default_storage_url, mask_url, open_storage
@@ -87,7 +87,7 @@ def tune(base: TrainConfig, data_path: str | Path, out_dir: str | Path, n_trials
          space: Sequence[Param] = TABLE_II, pruning: bool = True, prune_warmup: int = 3,
          n_startup_trials: int = 10, heartbeat_interval: int = 60, grace_period: Optional[int] = None,
          progress: bool = False, log: Callable[[str], None] = print, encoder: Optional[TextEncoder] = None,
-         on_epoch: Optional[EpochHook] = None) -> TuneResult:
+         on_epoch: Optional[EpochHook] = None, threads: Optional[int] = None) -> TuneResult:
     """Run (or continue) a study until it holds ``n_trials`` finished distinct parameter sets.
 
     ``base`` gives every setting that is not searched, including the training seed (every trial
@@ -96,21 +96,31 @@ def tune(base: TrainConfig, data_path: str | Path, out_dir: str | Path, n_trials
     per-epoch lines; ``log`` gets one line per finished trial. ``encoder`` is a loaded frozen
     TextEncoder to share among trials (loaded here once when ``base.freeze_text_encoder``;
     fine-tuning trials each load a fresh one). ``on_epoch(trial_number, epoch, row)`` is called
-    after each epoch (it may raise to stop).
+    after each epoch (it may raise to stop). ``threads``: torch threads of this worker (default:
+    ``cider --threads``, else torch's own when ``OMP_NUM_THREADS`` is set, else 1; see
+    :func:`cider_mer.threads.worker_threads`).
+
+    One study per folder: a folder whose ``tuning.json`` names another study is refused.
     """
     from cider_mer.data.dataset import load_dataset
+    from cider_mer.io_utils import ensure_writable_dir
+    from cider_mer.runs import check_cache_dir
+    from cider_mer.threads import worker_threads
 
     _check_request(n_trials, timeout, space)
     out_dir, data_path = Path(out_dir), Path(data_path)
+    ensure_writable_dir(out_dir, "tuning folder")
+    check_cache_dir(base, data_path)
+    url = storage or default_storage_url(out_dir)
+    shown = mask_url(url)
+    name = study_name or default_study_name(data_path, base.task)
+    check_folder_study(out_dir, name)
     data = load_dataset(data_path)
     apply_params(base, {}, space)  # the base config itself must be valid
     out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or default_storage_url(out_dir)
-    shown = mask_url(url)
     heartbeat_interval = max(1, int(heartbeat_interval))
     rdb = open_storage(url, heartbeat_interval, grace_period)
-    name = study_name or default_study_name(data_path, base.task)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), worker_threads(threads):
         study = _open_study(rdb, name, shown, base.seed, n_startup_trials, pruning, prune_warmup)
         check_settings(study, study_settings(base, data_path, space), shown)
         if encoder is None and base.freeze_text_encoder:
