@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from cider_mer.cli import ablate_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
+from cider_mer.cli import ablate_cmds, bench_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, run_cmds, tune_cmds
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cider-mer: robust multimodal emotion recognition (CIDer, MACI).")
@@ -22,6 +22,7 @@ model_cmds.register(app)
 run_cmds.register(app)
 tune_cmds.register(app)
 ablate_cmds.register(app)
+bench_cmds.register(app)
 feature_cmds.register(app)
 
 
