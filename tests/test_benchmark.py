@@ -168,12 +168,17 @@ def test_cli_benchmark_tables_resume_and_refusal(env, tmp_path, capsys):
     cider = table.rows["cider"].values["iid_rmfm"]["non0_acc2"]
     assert cider.per_seed == [pytest.approx(stored["cider"]["iid"]["auilc"]["non0_acc2"])]
 
-    # The same command again trains and evaluates nothing.
+    # The same command again trains and evaluates nothing; --results puts the tables between markers.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
-    main(_args(env, out))
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\n<!-- bench-x:begin -->\nold\n<!-- bench-x:end -->\n\nafter\n")
+    main(_args(env, out) + ["--results", str(doc), "--results-tag", "bench-x"])
     second = capsys.readouterr().out
     assert second.count("skipped: evaluation exists") == 2 and "training into" not in second
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    text = doc.read_text()
+    assert "\nold\n" not in text and text.rstrip().endswith("after") and "### Benchmark (Table IV)" in text
+    assert "#### Complexity (Table VI)" in text and "| CIDer |" in text
 
     # Another setting in the same folder is refused before anything is written.
     before = (out / "benchmark.json").read_text()
@@ -214,3 +219,15 @@ def test_pair_with_own_train_valid_trains_on_each(env, tmp_path):
     ood_results = json.loads((runs["ood"] / "eval_ood" / "results.json").read_text())
     assert table.rows["late_fusion"].values["ood_complete"]["acc3"].mean == pytest.approx(
         ood_results["metrics"]["acc3"]["mean"][0])
+
+
+def test_model_that_cannot_take_the_data_is_refused_before_training(env, tmp_path):
+    """DLF's conv kernels (5) need audio/vision sequences at least that long; here they are 3 steps."""
+    from cider_mer.benchmark.suite import run_benchmark
+
+    short = tmp_path / "short.pkl"
+    save_dataset(dataset_from_dict(make_dataset_dict(seed=0, sizes=(12, 6, 6), Ta=3, Tv=3)), short)
+    with pytest.raises(ConfigError, match="model 'dlf' cannot take this data .*conv kernel"):
+        run_benchmark(TrainConfig(**env["base"]), short, short, tmp_path / "bench", models="cider,dlf", n_seeds=1,
+                      eval_seeds=[0], rates=RATES, progress=False, log=lambda _: None)
+    assert not (tmp_path / "bench").exists()

@@ -40,12 +40,14 @@ from cider_mer.benchmark.render import write_outputs
 from cider_mer.benchmark.resources import PeakMemory, device_name
 from cider_mer.benchmark.table import BenchmarkTable, Hardware, aggregate
 from cider_mer.config import TrainConfig
+from cider_mer.errors import ConfigError
 from cider_mer.evaluation.protocol import DEFAULT_EVAL_SEEDS
 from cider_mer.io_utils import read_json
 from cider_mer.metrics import RATES_DEFAULT
 from cider_mer.runs import CONFIG_FILE, RunError
 
 TABLE_FILE = "benchmark.json"
+TEXT_DIM_UNKNOWN = 768  # the text width used to check model shapes when runs load their own (fine-tuned) encoder
 
 
 def default_base_config(task: str = "binary", epochs: int = DEFAULT_EPOCHS) -> TrainConfig:
@@ -89,6 +91,24 @@ def _check_runs(settings: BenchmarkSettings) -> None:
                                        dataset_key(training.data_path))
 
 
+def _check_models(settings: BenchmarkSettings, datasets: dict, text_dim: int) -> None:
+    """Build every row's model for the shapes of its training data (no encoder, no weights kept), so
+    that a model that cannot take this data (e.g. sequences shorter than its conv kernels) is refused
+    before any row trains."""
+    from cider_mer.models.registry import build_model
+    from cider_mer.runs import shapes_for
+
+    for row in settings.rows:
+        for training in settings.training_sets:
+            data = datasets[training.source]
+            try:
+                build_model(row.model, shapes_for(data, text_dim, settings.task), row.config.model_config,
+                            text_encoder=None, maci=row.maci)
+            except ValueError as exc:
+                raise ConfigError(f"{training.data_path}: model '{row.model}' cannot take this data ({exc}); "
+                                  "leave it out of --models / --maci-plugins") from None
+
+
 def _notes(settings: BenchmarkSettings) -> list[str]:
     notes = ["Baselines are trained with their own objective and registered default settings; without MACI unless "
              "the row says +MACI (MCM head and counterfactual text on). CIDer uses MSSD"
@@ -127,6 +147,7 @@ def run_benchmark(base: TrainConfig, iid_path: str | Path, ood_path: str | Path,
     _check_folder(settings)
     _check_runs(settings)
     encoder = shared_encoder(base, encoder)
+    _check_models(settings, datasets, encoder.dim if encoder is not None else TEXT_DIM_UNKNOWN)
     device = resolve_device(base.device)
     hardware = Hardware(str(device), device_name(device), [], [])
     notes = _notes(settings)

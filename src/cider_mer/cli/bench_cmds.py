@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,8 @@ def benchmark_cmd(
     results: Optional[Path] = typer.Option(None, "--results", help="Also put the tables into this Markdown file, "
                                                                     "between <!-- benchmark:begin/end --> markers "
                                                                     "(e.g. docs/results.md)."),
+    results_tag: str = typer.Option("benchmark", "--results-tag", help="Marker name in --results: the tables go "
+                                                                        "between <!-- TAG:begin/end -->."),
 ) -> None:
     """Train and evaluate each model (Table IV: RMFM on IID, complete and RMFM on OOD) and measure its
     cost (Table VI: parameters, peak memory, seconds per epoch); one set of tables."""
@@ -50,6 +53,8 @@ def benchmark_cmd(
         raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")
     if epochs is not None and epochs < 1:
         raise typer.BadParameter(f"--epochs must be >= 1, got {epochs}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", results_tag):
+        raise typer.BadParameter(f"--results-tag must be letters, digits, '-' or '_', got '{results_tag}'")
     default = None if config else default_base_config(task or "binary", epochs or DEFAULT_EPOCHS)
     no_maci = {"head": "linear", "counterfactual": False} if task == "regression" else {}
     cfg = compose_config(config, default, epochs=epochs, task=task, device=device, **no_maci)
@@ -57,14 +62,15 @@ def benchmark_cmd(
         "--iid": iid, "--ood": ood, "--task": cfg.task, "--models": models.replace(" ", ""),
         "--maci-plugins": maci_plugins, "--seeds": seeds, "--out": out, "--epochs": epochs,
         "--eval-seeds": eval_seeds, "--rates": rates, "--config": config, "--device": device, "--quiet": quiet,
-        "--results": results})
+        "--results": results,
+        "--results-tag": results_tag if results_tag != "benchmark" else None})
     table = run_benchmark(cfg, iid, ood, out, models=models, maci_plugins=maci_plugins, n_seeds=seeds,
                           eval_seeds=parse_seeds(eval_seeds), rates=parse_rates(rates), progress=not quiet,
                           log=lambda msg: console.print(msg, markup=False, highlight=False), command=command)
     if results is not None:
         from cider_mer.io_utils import update_marked_section
 
-        update_marked_section(results, "benchmark", results_section(table))
+        update_marked_section(results, results_tag, results_section(table))
     console.print("\n" + results_table(table), markup=False, highlight=False)
 
 
