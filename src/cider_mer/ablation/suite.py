@@ -26,6 +26,7 @@ from cider_mer.ablation.run import (
     RunStatus,
     SuiteSettings,
     run_one,
+    shared_encoder,
     training_seeds,
 )
 from cider_mer.ablation.variants import parse_variants
@@ -72,12 +73,7 @@ def run_ablation(base: TrainConfig, data_path: str | Path, out: str | Path, vari
         raise ValueError("at least one evaluation seed is needed")
     with locked(settings.out / LOCK_NAME, f"ablation folder {settings.out}"):  # before any work: one suite per folder
         data = load_dataset(settings.data_path)
-        if encoder is None and base.freeze_text_encoder:
-            from cider_mer.runs import load_encoder
-
-            encoder = load_encoder(base)
-        elif encoder is not None and not base.freeze_text_encoder:
-            raise ValueError("a shared text encoder only makes sense with a frozen encoder (freeze_text_encoder)")
+        encoder = shared_encoder(base, encoder)
         total = len(entries) * len(settings.seeds)
         log(f"ablation: {len(entries)} variant(s) x {len(settings.seeds)} training seed(s) = {total} run(s) "
             f"into {settings.out}")

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from cider_mer.cli import (ablate_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, predict_cmds, run_cmds,
-                           tune_cmds)
+from cider_mer.cli import (ablate_cmds, bench_cmds, data_cmds, feature_cmds, model_cmds, plot_cmds, predict_cmds,
+                           run_cmds, tune_cmds)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cider-mer: robust multimodal emotion recognition (CIDer, MACI).")
@@ -41,6 +41,7 @@ run_cmds.register(app)
 predict_cmds.register(app)
 tune_cmds.register(app)
 ablate_cmds.register(app)
+bench_cmds.register(app)
 feature_cmds.register(app)
 
 

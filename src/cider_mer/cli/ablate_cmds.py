@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -10,22 +9,6 @@ import typer
 from rich.console import Console
 
 console = Console(width=160)
-
-
-def _command_line(**opts) -> str:
-    """The command as it takes effect: every option given, in a fixed order, shell-quoted."""
-    parts = ["cider", "ablate"]
-    for flag, value in opts.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            if flag == "--freeze-text-encoder":
-                parts.append("--freeze-text-encoder" if value else "--finetune-text-encoder")
-            elif value:
-                parts.append(flag)
-            continue
-        parts += [flag, shlex.quote(str(value))]
-    return " ".join(parts)
 
 
 def list_variants() -> None:
@@ -77,7 +60,7 @@ def ablate_cmd(
     from cider_mer.ablation.run import DEFAULT_EPOCHS
     from cider_mer.ablation.suite import default_base_config, run_ablation
     from cider_mer.ablation.variants import parse_variants
-    from cider_mer.cli.options import parse_rates, parse_seeds
+    from cider_mer.cli.options import command_line, parse_rates, parse_seeds
     from cider_mer.config import compose_config
 
     if seeds < 1:
@@ -88,11 +71,11 @@ def ablate_cmd(
     default = None if config else default_base_config(task or "binary", epochs or DEFAULT_EPOCHS)
     cfg = compose_config(config, default, epochs=epochs, task=task, text_encoder=text_encoder,
                          freeze_text_encoder=freeze_text_encoder, device=device)
-    command = _command_line(**{"--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds,
-                               "--variants": ",".join(names), "--epochs": epochs, "--eval-seeds": eval_seeds,
-                               "--rates": rates, "--config": config, "--text-encoder": text_encoder,
-                               "--freeze-text-encoder": freeze_text_encoder, "--device": device, "--quiet": quiet,
-                               "--results": results})
+    command = command_line("cider ablate", {
+        "--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds, "--variants": ",".join(names),
+        "--epochs": epochs, "--eval-seeds": eval_seeds, "--rates": rates, "--config": config,
+        "--text-encoder": text_encoder, "--freeze-text-encoder": freeze_text_encoder, "--device": device,
+        "--quiet": quiet, "--results": results})
     table = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
                          rates=parse_rates(rates), progress=not quiet,
                          log=lambda msg: console.print(msg, markup=False, highlight=False), command=command)

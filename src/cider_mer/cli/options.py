@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import typer
 
 
@@ -25,3 +27,21 @@ def parse_seeds(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter(f"seeds must be comma-separated integers, got '{text}'") from None
+
+
+def command_line(words: str, opts: dict[str, object]) -> str:
+    """The command as it takes effect, for reports: ``words`` (e.g. "cider ablate") and every option
+    given, in a fixed order, shell-quoted. Flags: True adds the flag; for ``--freeze-text-encoder``
+    False writes ``--finetune-text-encoder``."""
+    parts = words.split()
+    for flag, value in opts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            if flag == "--freeze-text-encoder":
+                parts.append("--freeze-text-encoder" if value else "--finetune-text-encoder")
+            elif value:
+                parts.append(flag)
+            continue
+        parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
