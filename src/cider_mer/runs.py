@@ -37,6 +37,7 @@ from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
 from cider_mer.text.cache import cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
+from cider_mer.validation import SettingError
 
 CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE = (
     "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json")
@@ -151,12 +152,15 @@ class Run:
             if not (run_dir / name).is_file():
                 raise RunError(f"{run_dir}: not a finished run: '{name}' is missing "
                                f"(train first with `cider train --out {run_dir}`)")
+        config_path = run_dir / CONFIG_FILE
+        meta = read_json(config_path)
         try:
-            meta = read_json(run_dir / CONFIG_FILE)
-            cfg = TrainConfig.from_dict(meta["train"], source=str(run_dir / CONFIG_FILE))
+            cfg = TrainConfig.from_dict(meta["train"], source=str(config_path))
             shapes = DataShapes(**meta["shapes"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{run_dir / CONFIG_FILE}: unreadable run config ({exc})") from exc
+        except KeyError as exc:
+            raise RunError(f"{config_path}: unreadable run config (no entry {exc})") from None
+        except (TypeError, SettingError) as exc:
+            raise RunError(f"{config_path}: unreadable run config ({exc})") from None
         dev = resolve_device(device)
         encoder = configure_encoder(encoder or TextEncoder.from_pretrained(cfg.text_encoder,
                                                                            frozen=cfg.freeze_text_encoder), cfg)
@@ -169,7 +173,7 @@ class Run:
         if cfg.counterfactual:
             if not (run_dir / MACI_FILE).is_file():
                 raise RunError(f"{run_dir}: '{MACI_FILE}' is missing although the run uses counterfactual text")
-            vocab = BiasVocabulary.from_dict(read_json(run_dir / MACI_FILE)["vocabulary"])
+            vocab = _read_vocabulary(run_dir / MACI_FILE, encoder.model.config.vocab_size, cfg.task)
         model.to(dev).eval()
         return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta)
 
@@ -229,6 +233,19 @@ class Run:
         """Factual (and counterfactual, when the run uses it) predictions on one split of ``data``."""
         self.check_compatible(data)
         return self.debiaser.predict(self.model, self.split(data, split), keep, return_joint)
+
+
+def _read_vocabulary(path: Path, vocab_size: int, task: str) -> BiasVocabulary:
+    """A run's ``maci.json``: the bias vocabulary, with token ids that the encoder can embed."""
+    stored = read_json(path)
+    try:
+        vocab = BiasVocabulary.from_dict(stored["vocabulary"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise RunError(f"{path}: unreadable bias vocabulary ({type(exc).__name__}: {exc})") from None
+    ids = vocab.token_ids
+    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= vocab_size)) or vocab.task != task:
+        raise RunError(f"{path}: expected 'vocabulary' with token_ids (K,) in [0, {vocab_size}) and task '{task}'")
+    return vocab
 
 
 def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> Run:
