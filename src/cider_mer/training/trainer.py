@@ -322,6 +322,10 @@ def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng
                                   progress=progress, desc=f"epoch {epoch}", plan=plan)
     row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / max(n_batches, 1) for k, v in sums.items()},
                            "train_seconds": round(time.time() - t0, 3)}
+    if not math.isfinite(row["loss"]):  # the weights are NaN/inf now: stop before validating or saving them
+        kept = f"model.safetensors keeps epoch {state.best_epoch}" if state.best_epoch else "no model was saved"
+        raise RunError(f"{run.run_dir}: training diverged at epoch {epoch}: the mean training loss is {row['loss']} "
+                       f"(try a lower lr / encoder_lr, or precision fp32); {kept}")
     row.update(validate(run, splits[1]))
     value = row[f"val_{metric}"]
     improved = plan.selectable and state.improves(value, metric)
