@@ -59,10 +59,11 @@ def synth(
     scale: float = typer.Option(1.0, "--scale", help="Multiply the MOSI split sizes 1284/229/686."),
 ) -> None:
     """Write the embedded default dataset: synthetic, MOSI-shaped, with a planted language bias."""
+    from cider_mer.cli.options import above, at_least
     from cider_mer.data.synth import write_synthetic
 
-    if scale <= 0:
-        raise typer.BadParameter("--scale must be positive")
+    above(scale, 0, "--scale")
+    at_least(seed, 0, "--seed")
     ds = write_synthetic(out, seed=seed, scale=scale, aligned=aligned, ood=ood)
     print_summary(ds)
 
@@ -87,8 +88,11 @@ def import_csv_cmd(
                                               help="With --media-dir: subsample video to at most this rate."),
 ) -> None:
     """Import real transcripts (and optional features or recordings) into a dataset file."""
+    from cider_mer.cli.options import above, at_least
     from cider_mer.data.import_csv import import_csv
 
+    at_least(max_len, 3, "--max-len")  # [CLS], one token, [SEP]
+    above(video_fps, 0, "--video-fps")
     ds = import_csv(csv, out, text_encoder=text_encoder, max_len=max_len,
                     audio_features=audio_features, vision_features=vision_features,
                     media_dir=media_dir, audio_kind=audio_kind, video_kind=video_kind, features_dir=features_dir,

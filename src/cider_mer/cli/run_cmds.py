@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cider_mer.cli.options import parse_rates, parse_seeds
+from cider_mer.cli.options import above, at_least, parse_rates, parse_seeds, settings_from_options
 
 console = Console(width=160)
 
@@ -43,7 +43,6 @@ def train_cmd(
 ) -> None:
     """Train a model (CIDer: MSSD; baselines: their own objective); the checkpoint is selected on the
     validation split only."""
-    from cider_mer.config import compose_config
     from cider_mer.data.dataset import load_dataset
     from cider_mer.runs import CONFIG_FILE
     from cider_mer.training.trainer import train
@@ -56,7 +55,7 @@ def train_cmd(
     if no_maci:
         overrides.update(head="linear", counterfactual=False)
     resume_stored = resume and config is None and (out / CONFIG_FILE).is_file()
-    cfg = None if resume_stored else compose_config(config, **overrides)
+    cfg = None if resume_stored else settings_from_options(config, **overrides)
     result = train(cfg, load_dataset(data), out, resume=resume, progress=not quiet)
     console.print(f"best validation {json.dumps(result.best_value)} at epoch {result.best_epoch} "
                   f"({result.epochs_run} epochs, {result.seconds:.0f}s); run in {out}")
@@ -80,8 +79,9 @@ def eval_cmd(
     from cider_mer.evaluation.report import CONSOLE_METRICS, markdown_table, write_report
     from cider_mer.runs import Run
 
+    rate_list, seed_list = parse_rates(rates), parse_seeds(seeds)
     results = evaluate(Run.load(run, device=device), load_dataset(data), split=split, mode=missing_mode,
-                       rates=parse_rates(rates), seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
+                       rates=rate_list, seeds=seed_list, oracle_tau=oracle_tau, progress=not quiet)
     paths = write_report(results, out)
     console.print(markdown_table(results, CONSOLE_METRICS[results.task]))
     console.print(f"tau selection: {results.tau_selection}; report in {paths['md'].parent}")
@@ -98,8 +98,11 @@ def demo_cmd(
     """The main job: synthetic MOSI-shaped data -> CIDer (frozen MiniLM) -> RMFM evaluation."""
     from cider_mer.demo import run_demo
 
-    run_demo(out, epochs=epochs, seed=seed, eval_seeds=parse_seeds(eval_seeds), scale=scale, progress=not quiet,
-             console=console)
+    at_least(epochs, 1, "--epochs")
+    at_least(seed, 0, "--seed")
+    above(scale, 0, "--scale")
+    run_demo(out, epochs=epochs, seed=seed, eval_seeds=parse_seeds(eval_seeds, "--eval-seeds"), scale=scale,
+             progress=not quiet, console=console)
 
 
 def register(app: typer.Typer) -> None:
