@@ -26,3 +26,24 @@ def tiny_data_file(root: Path, name: str = "tiny.pkl", seed: int = 0, sizes=(60,
     path = root / name
     save_dataset(dataset_from_dict(make_dataset_dict(seed=seed, sizes=sizes, **kw)), path)
     return path
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``cider ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    from cider_mer.cli import main
+
+    code = 0
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(err: str) -> str:
+    """The single line a refused command prints (asserts there is exactly one, and no traceback)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

@@ -349,9 +349,9 @@ def test_resume_with_more_patience_continues_an_early_stopped_run(env, tmp_path)
     from cider_mer.training.trainer import train
 
     data = load_dataset(env["data"])
-    first = train(cfg_for(env, epochs=6, patience=1, lr=0.0), data, tmp_path / "run", progress=False)
-    assert first.stopped_early and first.epochs_run == 2  # lr 0: nothing improves after epoch 1
-    again = train(cfg_for(env, epochs=6, patience=3, lr=0.0), data, tmp_path / "run", resume=True, progress=False)
+    first = train(cfg_for(env, epochs=6, patience=1, lr=1e-12), data, tmp_path / "run", progress=False)
+    assert first.stopped_early and first.epochs_run == 2  # lr ~0: nothing improves after epoch 1
+    again = train(cfg_for(env, epochs=6, patience=3, lr=1e-12), data, tmp_path / "run", resume=True, progress=False)
     assert again.epochs_run == 4 and again.stopped_early
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -53,19 +53,38 @@ def save_model(path: str | Path, model: nn.Module, include_encoder: bool, metada
     _save(path, model_state(model, include_encoder), {"cider_mer": json.dumps(to_jsonable(metadata))})
 
 
+def _read(path: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the ``cider_mer`` metadata (JSON) of a safetensors file; a file that is not a
+    complete safetensors file (empty, truncated, another format, a directory) is a CiderError."""
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("cider_mer", "{}"))
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # JSONDecodeError is a ValueError
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CiderError(f"{path}: cannot read {what}: not a complete safetensors file ({detail})") from None
+    if not isinstance(meta, dict):
+        raise CiderError(f"{path}: cannot read {what}: its 'cider_mer' metadata is not a JSON object")
+    return tensors, meta
+
+
+def _check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CiderError(f"{path}: weight '{k}' holds non-finite values (NaN or inf): the file is corrupted "
+                             "or the training that wrote it diverged")
+
+
 def load_model(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load weights saved by :func:`save_model` into ``model``; returns the stored metadata.
 
     Keys must match exactly, except that a file without encoder weights leaves the (frozen,
-    published) encoder as it is.
+    published) encoder as it is. Every floating-point weight must be finite.
     """
     path = str(path)
-    try:
-        state = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("cider_mer", "{}"))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CiderError(f"{path}: cannot read the model weights ({exc})") from exc
+    state, meta = _read(path, "the model weights")
     expected = model.state_dict()
     has_encoder = any(k.startswith(ENCODER_PREFIX) for k in state)
     wanted = {k for k in expected if has_encoder or not k.startswith(ENCODER_PREFIX)}
@@ -76,6 +95,7 @@ def load_model(path: str | Path, model: nn.Module) -> dict[str, Any]:
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise CiderError(f"{path}: weight '{k}' has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
+    _check_finite(path, state)
     model.load_state_dict(state, strict=False)
     return meta
 
@@ -99,23 +119,27 @@ def save_resume(path: str | Path, model: nn.Module, optimizer: torch.optim.Optim
 
 
 def load_resume(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model and optimizer from :func:`save_resume`; returns (generator states, bookkeeping)."""
+    """Restore model and optimizer from :func:`save_resume`; returns (generator states, bookkeeping).
+
+    A file that is unreadable, non-finite or does not fit ``model`` and ``optimizer`` is a CiderError
+    naming it (the model may then hold part of the state: rebuild it before retrying).
+    """
     path = str(path)
-    try:
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            meta = json.loads(f.metadata()["cider_mer"])
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CiderError(f"{path}: cannot read the resume state ({exc})") from exc
+    tensors, meta = _read(path, "the resume state")
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_sd, strict=False)
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, key = k.split(".", 2)
-            state.setdefault(int(idx), {})[key] = v
-    for idx, values in meta["optim_scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    _check_finite(path, model_sd)
+    try:
+        model.load_state_dict(model_sd, strict=False)
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        for idx, values in meta["optim_scalars"].items():
+            state.setdefault(int(idx), {}).update(values)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        bookkeeping = dict(meta["bookkeeping"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise CiderError(f"{path}: the resume state does not fit this run ({type(exc).__name__}: {exc})") from None
     generators = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return generators, meta["bookkeeping"]
+    return generators, bookkeeping

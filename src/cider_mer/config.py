@@ -7,16 +7,28 @@ through the model registry (which does import torch).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from cider_mer.data.labels import check_task, is_regression
-from cider_mer.errors import ConfigError
+from cider_mer.data.labels import TASKS, is_regression
+from cider_mer.errors import CiderError, ConfigError
+from cider_mer.validation import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Range,
+    SettingError,
+    each,
+    one_of,
+    validate_fields,
+)
 
 HEADS = ("mcm", "linear")
 PRECISIONS = ("fp32", "bf16")
+TRAIN_SCHEMES = ("per_sample", "per_position")  # how training draws missing positions (see cider_mer.missing)
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 
 @dataclass
@@ -27,7 +39,25 @@ class TrainConfig:
     a dict or ``None`` given here is turned into it. ``mssd=None`` means the backbone's recipe:
     MSSD for CIDer, the model's own published objective (one step on incomplete inputs plus its
     auxiliary terms) for the baselines.
+
+    Every field is checked on construction against its annotation (strictly) and ``RANGES``, the
+    one place that declares each setting's allowed values (see :mod:`cider_mer.validation`).
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "task": one_of(*TASKS),
+        "head": one_of(*HEADS),
+        "cf_vocab_size": AT_LEAST_1,
+        "cf_cv_threshold": NON_NEGATIVE,
+        "encoder_precision": one_of(*PRECISIONS),
+        **each(("epochs", "patience", "batch_size", "eval_batch_size"), AT_LEAST_1),
+        **each(("lr", "encoder_lr"), POSITIVE),
+        **each(("encoder_weight_decay", "recon_weight", "attn_weight", "joint_weight"), NON_NEGATIVE),
+        "train_missing": one_of(*TRAIN_SCHEMES),
+        "seed": SEED,
+        "device": Range(pattern=DEVICE_PATTERN, label="auto, cpu, cuda or cuda:N"),
+        "precision": one_of(*PRECISIONS),
+    }
 
     task: str = "binary"
     model: str = "cider"
@@ -63,31 +93,18 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        try:
-            check_task(self.task)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        from cider_mer.missing import TRAIN_SCHEMES
         from cider_mer.models.registry import get_spec, make_config
 
-        self.model_config = make_config(self.model, self.model_config)
+        validate_fields(self)
+        try:
+            self.model_config = make_config(self.model, self.model_config)
+        except SettingError as exc:
+            raise exc.within("model_config") from None
         if self.mssd is None:
             self.mssd = get_spec(self.model).mssd_default
         if is_regression(self.task) and (self.head == "mcm" or self.counterfactual):
             raise ConfigError(f"MACI needs classes: with task '{self.task}' use head 'linear' and counterfactual "
                               "false (--no-maci)")
-        if self.head not in HEADS:
-            raise ConfigError(f"head must be one of {HEADS}, got '{self.head}'")
-        if self.train_missing not in TRAIN_SCHEMES:
-            raise ConfigError(f"train_missing must be one of {TRAIN_SCHEMES}, got '{self.train_missing}'")
-        for name in ("precision", "encoder_precision"):
-            if getattr(self, name) not in PRECISIONS:
-                raise ConfigError(f"{name} must be one of {PRECISIONS}, got '{getattr(self, name)}'")
-        for name in ("recon_weight", "attn_weight", "joint_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ConfigError("epochs, batch_size and patience must be >= 1")
 
     @property
     def distillation_weights(self) -> dict[str, float]:
@@ -122,7 +139,7 @@ class TrainConfig:
             model_changes = dataclasses.asdict(model_changes)
         values.update(changes)
         values["model_config"] = {**values["model_config"], **model_changes}
-        return TrainConfig.from_dict(values)
+        return TrainConfig.from_dict(values, source=None)
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
         """Settings that differ from ``other`` (backbone settings reported as ``model_config.KEY``)."""
@@ -132,24 +149,29 @@ class TrainConfig:
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: Optional[str] = "config") -> "TrainConfig":
+        """Settings from a dict; errors start with ``source`` (the file they came from), when given."""
+        where = f"{source}: " if source else ""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{where}unknown setting(s) {unknown}; known: {sorted(known)}")
+        if not source:
+            return cls(**values)
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{where}{exc}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """Read a JSON config: a flat TrainConfig dict, or a run's config.json (its "train" entry)."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                values = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        from cider_mer.io_utils import read_json
+
+        try:
+            values = read_json(path)
+        except CiderError as exc:
+            raise ConfigError(str(exc)) from None
         if isinstance(values, dict) and "train" in values and isinstance(values["train"], dict):
             values = values["train"]
         if not isinstance(values, dict):

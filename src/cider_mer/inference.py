@@ -15,12 +15,17 @@ import numpy as np
 import torch
 
 from cider_mer.batches import DeviceSplit, length_sorted_batches
+from cider_mer.errors import CiderError
 from cider_mer.maci.counterfactual import counterfactual_ids
 from cider_mer.maci.tau import debias, select_tau
 from cider_mer.missing import apply_missing
 from cider_mer.models.interface import KeepMasks, MerModel, ModelInputs
 
 InputsMap = Callable[[ModelInputs], ModelInputs]
+
+
+class NonFiniteOutputError(CiderError):
+    """The model's outputs hold NaN or inf: its weights are broken; no metric is computed from them."""
 
 
 @dataclass
@@ -39,7 +44,7 @@ def predict(model: MerModel, split: DeviceSplit, keep: Optional[KeepMasks] = Non
     """Run ``model`` (in eval mode) over ``split`` with missing positions ``keep`` applied.
 
     With ``counterfactual`` (a map of a batch's *incomplete* inputs to their counterfactual), a
-    second pass gives ``cf_log_probs``.
+    second pass gives ``cf_log_probs``. Raises :class:`NonFiniteOutputError` when an output is NaN or inf.
     """
     was_training = model.training
     model.eval()
@@ -59,14 +64,21 @@ def predict(model: MerModel, split: DeviceSplit, keep: Optional[KeepMasks] = Non
             out = model(inputs)
             cf_out = model(counterfactual(inputs)) if counterfactual is not None else None
         lp = out.log_probs.float().cpu().numpy()
+        cf_lp = cf_out.log_probs.float().cpu().numpy() if cf_out is not None else None
+        for name, values in (("outputs", lp), ("counterfactual outputs", cf_lp)):
+            if values is not None and not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).any(axis=1).sum())
+                raise NonFiniteOutputError(
+                    f"the model produced non-finite {name} (NaN or inf) for {bad} of {len(values)} samples of a "
+                    "batch: its weights are broken (training diverged, or the checkpoint is corrupted)")
         if log_probs is None:
             log_probs = np.zeros((n, lp.shape[1]), dtype=np.float32)
             cf = np.zeros_like(log_probs) if counterfactual is not None else None
             joint = np.zeros((n, out.joint.shape[1]), dtype=np.float32) if return_joint else None
         i = idx.cpu().numpy()
         log_probs[i] = lp
-        if cf_out is not None:
-            cf[i] = cf_out.log_probs.float().cpu().numpy()
+        if cf_lp is not None:
+            cf[i] = cf_lp
         if return_joint:
             joint[i] = out.joint.float().cpu().numpy()
     model.train(was_training)

@@ -169,8 +169,20 @@ def update_marked_section(path: str | os.PathLike, tag: str, section: str) -> No
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file's contents; a file that is not readable JSON is a CiderError naming it (a missing
+    file stays FileNotFoundError)."""
+    from cider_mer.errors import CiderError
+
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise CiderError(f"{path}: is a directory; expected a JSON file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CiderError(f"{path}: not readable as JSON ({type(exc).__name__}: {detail})") from None
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from cider_mer.config import TRAIN_SCHEMES
 from cider_mer.errors import CiderError
 from cider_mer.models.interface import KeepMasks, ModelInputs
 from cider_mer.text.encoder import UNK_ID
@@ -36,7 +37,6 @@ MODES = ("RMFM", "RMFM_same", "RMM", "TMFM", "STMFM", "SMM")
 ALIGNED_ONLY = frozenset({"TMFM", "STMFM"})
 # SMM: name = the modalities that are PRESENT; the rest are missing for every sample.
 SMM_SUBSETS = ("L", "A", "V", "LA", "LV", "AV")
-TRAIN_SCHEMES = ("per_sample", "per_position")
 
 
 class MissingModeError(CiderError):

@@ -46,6 +46,7 @@ from cider_mer.models.registry import build_model, get_spec
 from cider_mer.predict import PredictionTable, WhatIf, predict_inputs
 from cider_mer.text.cache import cache_dir_for, cached_text_features, dataset_key, encoder_fingerprint
 from cider_mer.text.encoder import TextEncoder
+from cider_mer.validation import SettingError
 
 CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE, TEXT_LOG_FILE = (
     "config.json", "model.safetensors", "resume.safetensors", "train_log.csv", "maci.json", "train.log")
@@ -210,12 +211,15 @@ class Run:
             if not (run_dir / name).is_file():
                 raise RunError(f"{run_dir}: not a finished run: '{name}' is missing "
                                f"(train first with `cider train --out {run_dir}`)")
+        config_path = run_dir / CONFIG_FILE
+        meta = read_json(config_path)
         try:
-            meta = read_json(run_dir / CONFIG_FILE)
-            cfg = TrainConfig.from_dict(meta["train"], source=str(run_dir / CONFIG_FILE))
+            cfg = TrainConfig.from_dict(meta["train"], source=str(config_path))
             shapes = DataShapes(**meta["shapes"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{run_dir / CONFIG_FILE}: unreadable run config ({exc})") from exc
+        except KeyError as exc:
+            raise RunError(f"{config_path}: unreadable run config (no entry {exc})") from None
+        except (TypeError, SettingError) as exc:
+            raise RunError(f"{config_path}: unreadable run config ({exc})") from None
         dev = resolve_device(device)
         encoder = configure_encoder(encoder or TextEncoder.from_pretrained(cfg.text_encoder,
                                                                            frozen=cfg.freeze_text_encoder), cfg)
@@ -228,7 +232,7 @@ class Run:
         if cfg.counterfactual:
             if not (run_dir / MACI_FILE).is_file():
                 raise RunError(f"{run_dir}: '{MACI_FILE}' is missing although the run uses counterfactual text")
-            vocab = BiasVocabulary.from_dict(read_json(run_dir / MACI_FILE)["vocabulary"])
+            vocab = _read_vocabulary(run_dir / MACI_FILE, encoder.model.config.vocab_size, cfg.task)
         model.to(dev).eval()
         return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta, checkpoint)
 
@@ -323,6 +327,19 @@ class Run:
         MACI's debiased predictions and modality presence (see :func:`cider_mer.predict.predict_inputs`)."""
         return predict_inputs(self, texts, audio, vision, ids=ids, labels=labels, batch_size=batch_size,
                               missing=missing, progress=progress)
+
+
+def _read_vocabulary(path: Path, vocab_size: int, task: str) -> BiasVocabulary:
+    """A run's ``maci.json``: the bias vocabulary, with token ids that the encoder can embed."""
+    stored = read_json(path)
+    try:
+        vocab = BiasVocabulary.from_dict(stored["vocabulary"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise RunError(f"{path}: unreadable bias vocabulary ({type(exc).__name__}: {exc})") from None
+    ids = vocab.token_ids
+    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= vocab_size)) or vocab.task != task:
+        raise RunError(f"{path}: expected 'vocabulary' with token_ids (K,) in [0, {vocab_size}) and task '{task}'")
+    return vocab
 
 
 def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> Run:

@@ -30,6 +30,7 @@ import numpy as np
 
 from cider_mer.ablation.run import EVAL_SPLIT, MISSING_MODE, NamedConfig, RunStatus, SuiteSettings, run_dir_for
 from cider_mer.config import TrainConfig
+from cider_mer.errors import CiderError
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json, versions
 from cider_mer.runs import CONFIG_FILE, LOG_FILE
@@ -104,13 +105,17 @@ class TrainLog:
         path = run_dir / LOG_FILE
         if not path.is_file():
             return None
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-        if not rows:
-            return None
-        values = [float(r.get(f"val_{selection}") or "nan") for r in rows]
-        best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
-        return cls(len(rows), round(sum(float(r.get("train_seconds") or 0) for r in rows), 2),
-                   int(rows[best]["epoch"]), selection, values[best])
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+            if not rows:
+                return None
+            values = [float(r.get(f"val_{selection}") or "nan") for r in rows]
+            best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
+            return cls(len(rows), round(sum(float(r.get("train_seconds") or 0) for r in rows), 2),
+                       int(rows[best]["epoch"]), selection, values[best])
+        except (UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError) as exc:
+            raise CiderError(f"{path}: unreadable training log ({type(exc).__name__}: {exc}); expected the CSV "
+                             f"that training writes, with columns epoch, train_seconds and val_{selection}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds, "best_epoch": self.best_epoch,

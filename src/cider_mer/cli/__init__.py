@@ -2,7 +2,9 @@
 
 Errors a user can fix (the project's :class:`~cider_mer.errors.CiderError`: bad files, unknown
 names, mismatched shapes; and a file that does not exist) end with one line on stderr and exit
-code 2. Anything else is a bug and keeps its traceback.
+code 2. Ctrl-C ends with exit code 130. Anything else is a bug and keeps its traceback, including
+an end of file that a reader did not turn into a CiderError (which typer would report as an
+abort with exit code 130, as if the user had interrupted).
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # no command prompts: a reader let an end of file through
+            raise exc.__cause__
+        print("interrupted", file=sys.stderr)  # Ctrl-C, where typer reports it as an abort
         sys.exit(130)
     except SystemExit:
         raise

@@ -54,30 +54,30 @@ def ablate_cmd(
     if show_variants:
         list_variants()
         return
+    from cider_mer.cli.options import (OptionError, at_least, command_line, parse_rates, parse_seeds,
+                                       settings_from_options)
+
     if data is None or out is None:
-        raise typer.BadParameter("--data and --out are required (or use --list-variants)")
+        raise OptionError("--data and --out are required (or use --list-variants)")
     from cider_mer.ablation.render import results_section, summary_table
     from cider_mer.ablation.run import DEFAULT_EPOCHS
     from cider_mer.ablation.suite import default_base_config, run_ablation
     from cider_mer.ablation.variants import parse_variants
-    from cider_mer.cli.options import command_line, parse_rates, parse_seeds
-    from cider_mer.config import compose_config
 
-    if seeds < 1:
-        raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")
-    if epochs is not None and epochs < 1:
-        raise typer.BadParameter(f"--epochs must be >= 1, got {epochs}")
+    at_least(seeds, 1, "--seeds")
+    at_least(epochs, 1, "--epochs")
+    eval_seed_list, rate_list = parse_seeds(eval_seeds, "--eval-seeds"), parse_rates(rates)
     names = parse_variants(variants)
     default = None if config else default_base_config(task or "binary", epochs or DEFAULT_EPOCHS)
-    cfg = compose_config(config, default, epochs=epochs, task=task, text_encoder=text_encoder,
-                         freeze_text_encoder=freeze_text_encoder, device=device)
+    cfg = settings_from_options(config, default, epochs=epochs, task=task, text_encoder=text_encoder,
+                                freeze_text_encoder=freeze_text_encoder, device=device)
     command = command_line("cider ablate", {
         "--data": data, "--out": out, "--task": cfg.task, "--seeds": seeds, "--variants": ",".join(names),
         "--epochs": epochs, "--eval-seeds": eval_seeds, "--rates": rates, "--config": config,
         "--text-encoder": text_encoder, "--freeze-text-encoder": freeze_text_encoder, "--device": device,
         "--quiet": quiet, "--results": results})
-    table = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=parse_seeds(eval_seeds),
-                         rates=parse_rates(rates), progress=not quiet,
+    table = run_ablation(cfg, data, out, variants=names, n_seeds=seeds, eval_seeds=eval_seed_list,
+                         rates=rate_list, progress=not quiet,
                          log=lambda msg: console.print(msg, markup=False, highlight=False), command=command)
     if results is not None:
         from cider_mer.io_utils import update_marked_section

@@ -64,11 +64,12 @@ def synth(
     scale: float = typer.Option(1.0, "--scale", help="Multiply the MOSI split sizes 1284/229/686."),
 ) -> None:
     """Write the embedded default dataset: synthetic, MOSI-shaped, with a planted language bias."""
+    from cider_mer.cli.options import above, at_least
     from cider_mer.data.synth import write_synthetic
     from cider_mer.io_utils import ensure_writable_file
 
-    if scale <= 0:
-        raise typer.BadParameter("--scale must be positive")
+    above(scale, 0, "--scale")
+    at_least(seed, 0, "--seed")
     ensure_writable_file(out, "--out")
     ds = write_synthetic(out, seed=seed, scale=scale, aligned=aligned, ood=ood)
     print_summary(ds)
@@ -98,9 +99,12 @@ def import_csv_cmd(
                                               help="With --media-dir: subsample video to at most this rate."),
 ) -> None:
     """Import real transcripts (and optional features or recordings) into a dataset file."""
+    from cider_mer.cli.options import above, at_least
     from cider_mer.data.import_csv import import_csv
     from cider_mer.io_utils import ensure_writable_dir, ensure_writable_file
 
+    at_least(max_len, 3, "--max-len")  # [CLS], one token, [SEP]
+    above(video_fps, 0, "--video-fps")
     ensure_writable_file(out, "--out")
     if features_dir is not None:
         ensure_writable_dir(features_dir, "--features-dir")

@@ -26,15 +26,16 @@ def embeddings_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Joint representations under missing data, coloured by class (the paper's Fig. 8)."""
-    from cider_mer.cli.options import parse_rates
+    from cider_mer.cli.options import at_least, parse_rates
     from cider_mer.data.dataset import load_dataset
     from cider_mer.io_utils import ensure_writable_file
     from cider_mer.plots.embeddings import plot_embeddings
     from cider_mer.runs import Run
 
+    rate_list = parse_rates(rates)
+    at_least(seed, 0, "--seed")
     out = ensure_writable_file(out or run / "embeddings.png", "--out")
-    path = plot_embeddings(Run.load(run, device=device), load_dataset(data), parse_rates(rates), out, split, method,
-                           seed)
+    path = plot_embeddings(Run.load(run, device=device), load_dataset(data), rate_list, out, split, method, seed)
     console.print(f"wrote {path}")
 
 
@@ -72,10 +73,14 @@ def vocab_cmd(
     show: int = typer.Option(100, "--show", help="Rows to print."),
 ) -> None:
     """Print the biased word-pieces MACI's counterfactual text keeps, with their class frequencies."""
+    from cider_mer.cli.options import at_least
     from cider_mer.data.dataset import load_dataset
     from cider_mer.maci.counterfactual import build_bias_vocabulary
     from cider_mer.text.encoder import load_tokenizer
 
+    at_least(top_k, 1, "--top-k")
+    at_least(cv_threshold, 0, "--cv")
+    at_least(show, 0, "--show")
     ds = load_dataset(data)
     vocab = build_bias_vocabulary(ds["train"], task, top_k=top_k, cv_threshold=cv_threshold)
     words = load_tokenizer(text_encoder).convert_ids_to_tokens(vocab.token_ids.tolist())

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cider_mer.cli.options import parse_rates, parse_seeds
+from cider_mer.cli.options import above, at_least, parse_rates, parse_seeds, settings_from_options
 
 console = Console(width=160)
 
@@ -48,7 +48,6 @@ def train_cmd(
 ) -> None:
     """Train a model (CIDer: MSSD; baselines: their own objective); the checkpoint is selected on the
     validation split only. The run folder also gets train.log (appended on --resume)."""
-    from cider_mer.config import compose_config
     from cider_mer.data.dataset import load_dataset
     from cider_mer.io_utils import ensure_writable_dir
     from cider_mer.runs import CONFIG_FILE, check_cache_dir
@@ -65,7 +64,7 @@ def train_cmd(
         overrides.update(head="linear", counterfactual=False)
     stored = out / CONFIG_FILE
     # Resuming without --config: the run's stored settings with the options given on top.
-    cfg = compose_config(stored if resume and config is None and stored.is_file() else config, **overrides)
+    cfg = settings_from_options(stored if resume and config is None and stored.is_file() else config, **overrides)
     check_cache_dir(cfg, data)
     result = train(cfg, load_dataset(data), out, resume=resume, progress=not quiet)
     console.print(f"best validation {json.dumps(result.best_value)} at epoch {result.best_epoch} "
@@ -91,11 +90,12 @@ def eval_cmd(
     from cider_mer.evaluation.report import CONSOLE_METRICS, check_report_dir, markdown_table, write_report
     from cider_mer.runs import Run, check_cache_dir
 
+    rate_list, seed_list = parse_rates(rates), parse_seeds(seeds)
     check_report_dir(out)
     loaded = Run.load(run, device=device)
     check_cache_dir(loaded.cfg, data)
     results = evaluate(loaded, load_dataset(data), split=split, mode=missing_mode,
-                       rates=parse_rates(rates), seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
+                       rates=rate_list, seeds=seed_list, oracle_tau=oracle_tau, progress=not quiet)
     paths = write_report(results, out)
     console.print(markdown_table(results, CONSOLE_METRICS[results.task]))
     console.print(f"tau selection: {results.tau_selection}; report in {paths['md'].parent}")
@@ -115,9 +115,13 @@ def demo_cmd(
     from cider_mer.runs import CACHE_WHAT
     from cider_mer.text.cache import cache_dir_for
 
+    at_least(epochs, 1, "--epochs")
+    at_least(seed, 0, "--seed")
+    above(scale, 0, "--scale")
+    eval_seed_list = parse_seeds(eval_seeds, "--eval-seeds")
     ensure_writable_dir(out, "--out")
     ensure_writable_dir(cache_dir_for(out / "data" / "synth_mosi.pkl"), CACHE_WHAT)
-    run_demo(out, epochs=epochs, seed=seed, eval_seeds=parse_seeds(eval_seeds), scale=scale, progress=not quiet,
+    run_demo(out, epochs=epochs, seed=seed, eval_seeds=eval_seed_list, scale=scale, progress=not quiet,
              console=console)
 
 

@@ -44,11 +44,16 @@ def tune_cmd(
 
     import optuna
 
-    from cider_mer.config import compose_config
+    from cider_mer.cli.options import above, at_least, settings_from_options
     from cider_mer.tuning.search import tune
 
-    base = compose_config(config, task=task, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size,
-                          text_encoder=text_encoder, freeze_text_encoder=freeze_text_encoder, device=device)
+    at_least(trials, 1, "--trials")
+    above(timeout, 0, "--timeout")
+    at_least(heartbeat, 1, "--heartbeat")
+    at_least(prune_warmup, 0, "--prune-warmup")
+    base = settings_from_options(config, task=task, seed=seed, epochs=epochs, patience=patience,
+                                 batch_size=batch_size, text_encoder=text_encoder,
+                                 freeze_text_encoder=freeze_text_encoder, device=device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def on_term(signum: int, frame: object) -> None:  # a scheduler's SIGTERM: close the trial, re-queue it

@@ -500,7 +500,7 @@ def load_dataset(path: str | Path) -> MerDataset:
     """Load and validate a dataset file (pickle or joblib) safely; raises :class:`DatasetError`."""
     p = str(path)
     if not Path(p).is_file():
-        raise DatasetError(f"{p}: no such file")
+        raise DatasetError(f"{p}: {'is a directory; expected a dataset file' if Path(p).is_dir() else 'no such file'}")
     try:
         obj = safe_load(p)
     except UnsafePickleError as exc:

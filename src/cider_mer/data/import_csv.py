@@ -17,10 +17,11 @@ configured encoder's tokenizer to ``text_bert`` of length
 ``max_len`` (default 50, the field's choice).
 
 Feature files (optional, one per modality): ``.npz`` archives read with ``allow_pickle=False``
-holding ``ids`` (M,) str, ``features`` (M, T, d) float and ``lengths`` (M,) int. Samples are
-matched by id; a sample without features gets zero frames and length 0. Without a feature file
-the modality is written as shape (N, 1, 1) zeros with every length 0: the rest of the tool
-treats it as missing for every sample.
+holding ``ids`` (M,) distinct strings, ``features`` (M, T, d) finite numbers (M, T, d >= 1) and
+``lengths`` (M,) whole numbers in [0, T]. Samples are matched by id; a sample without features
+gets zero frames and length 0; ids that match no CSV row are ignored with a note, and a file none
+of whose ids matches is an error. Without a feature file the modality is written as shape
+(N, 1, 1) zeros with every length 0: the rest of the tool treats it as missing for every sample.
 
 With ``media_dir`` the features are extracted from the recordings in that folder instead (see
 :mod:`cider_mer.media`; needs the ``media`` extra): a file's id is its name without extension
@@ -30,6 +31,8 @@ video; a CSV none of whose ids has a file is an error.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -94,7 +97,9 @@ def read_transcripts(csv_path: str | Path, convention: Optional[str] = None,
                          keep_default_na=False)
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a directory; expected a CSV file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
         raise DatasetError(f"{path}: cannot parse as CSV ({exc})") from exc
     cols = set(df.columns)
     optional = {"label", "mode"} if for_prediction else set()
@@ -130,7 +135,7 @@ def read_transcripts(csv_path: str | Path, convention: Optional[str] = None,
 
 
 def read_feature_file(path: str | Path, modality: str) -> FeatureTable:
-    """Read an ``.npz`` feature file into {id: (features (T, d), length)}."""
+    """Read and check an ``.npz`` feature file into {id: (features (T, d), length)}."""
     p = str(path)
     check_npz_claims(p, f"{modality} features")
     try:
@@ -139,15 +144,31 @@ def read_feature_file(path: str | Path, modality: str) -> FeatureTable:
             if missing:
                 raise DatasetError(f"{p} [{modality} features]: missing array(s) {missing}; expected ids, features, lengths")
             ids, feats, lengths = z["ids"], z["features"], z["lengths"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DatasetError(f"{p} [{modality} features]: cannot read as .npz without pickles ({exc})") from exc
-    if feats.ndim != 3 or len(ids) != len(feats) or len(lengths) != len(feats):
-        raise DatasetError(f"{p} [{modality} features]: expected ids (M,), features (M, T, d), lengths (M,); got "
-                           f"{ids.shape}, {feats.shape}, {lengths.shape}")
+
+    def fail(key: str, expectation: str) -> DatasetError:
+        return DatasetError(f"{p} [{modality} features, key '{key}']: {expectation}")
+
+    if ids.ndim != 1 or ids.dtype.kind not in "US" or len(ids) == 0:
+        raise fail("ids", f"expected (M,) strings with M >= 1, got shape {ids.shape} of {ids.dtype}")
+    if feats.ndim != 3 or feats.dtype.kind not in "iuf" or min(feats.shape, default=0) < 1:
+        raise fail("features", f"expected (M, T, d) numbers with T, d >= 1, got shape {feats.shape} of {feats.dtype}")
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iuf":
+        raise fail("lengths", f"expected (M,) whole numbers, got shape {lengths.shape} of {lengths.dtype}")
+    if not len(ids) == len(feats) == len(lengths):
+        raise DatasetError(f"{p} [{modality} features]: expected ids (M,), features (M, T, d), lengths (M,) with "
+                           f"one M; got {ids.shape}, {feats.shape}, {lengths.shape}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise fail("ids", f"expected distinct ids, '{unique[counts > 1][0]}' appears {counts.max()} times")
     if not np.isfinite(feats).all():
-        raise DatasetError(f"{p} [{modality} features, key 'features']: expected finite values")
-    if lengths.min(initial=0) < 0 or lengths.max(initial=0) > feats.shape[1]:
-        raise DatasetError(f"{p} [{modality} features, key 'lengths']: expected values in [0, {feats.shape[1]}]")
+        raise fail("features", "expected finite values")
+    if not (np.isfinite(lengths).all() and (lengths == np.round(lengths)).all()):
+        raise fail("lengths", f"expected whole numbers, got {lengths[lengths != np.round(lengths)][:1].tolist()}")
+    if lengths.min() < 0 or lengths.max() > feats.shape[1]:
+        raise fail("lengths", f"expected values in [0, {feats.shape[1]}] (T), got {lengths.min():g} .. "
+                              f"{lengths.max():g}")
     return {str(i): (feats[k].astype(np.float32), int(lengths[k])) for k, i in enumerate(ids)}
 
 
@@ -158,6 +179,17 @@ def tokenize(tokenizer, texts: list[str], max_len: int) -> np.ndarray:
                     return_token_type_ids=True, return_attention_mask=True)
     return np.stack([np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
                      np.asarray(enc["token_type_ids"])], axis=1).astype(np.float32).reshape(len(texts), 3, max_len)
+def _match_ids(table: dict, csv_ids: list[str], path: str | Path, modality: str, note) -> None:
+    """A feature file must share ids with the CSV; ids the CSV lacks are ignored (with a note)."""
+    known = set(csv_ids)
+    unmatched = [i for i in table if i not in known]
+    if len(unmatched) == len(table):
+        raise DatasetError(f"{path} [{modality} features, key 'ids']: none of its {len(table)} ids matches an id of "
+                           f"the CSV (e.g. '{unmatched[0]}' vs '{csv_ids[0]}'; the MMSA layout's id is "
+                           "video_id$_$clip_id)")
+    if unmatched and note is not None:
+        note(f"{len(unmatched)} of {len(table)} ids in {path} match no CSV row and are ignored "
+             f"(e.g. '{unmatched[0]}')")
 
 
 def _modality_arrays(ids: np.ndarray, table: Optional[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +225,10 @@ def feature_tables(
     if media_dir is None:
         audio_table = read_feature_file(audio_features, "audio") if audio_features else None
         vision_table = read_feature_file(vision_features, "vision") if vision_features else None
+        for table, file, modality in ((audio_table, audio_features, "audio"),
+                                      (vision_table, vision_features, "vision")):
+            if table is not None:
+                _match_ids(table, ids, file, modality, note)
         return audio_table, vision_table
     if audio_features or vision_features:
         raise DatasetError("use either a media folder or feature files (audio/vision features), not both")

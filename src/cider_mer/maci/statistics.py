@@ -21,7 +21,6 @@ import numpy as np
 
 from cider_mer.data.dataset import Split
 from cider_mer.data.labels import class_priors
-from cider_mer.io_utils import atomic_path
 
 
 @dataclass
@@ -69,16 +68,21 @@ def cached_statistics(data_path: str | Path, train: Split, task: str, encoder_ta
 
     ``text_states_fn()`` returns the (N, L, D_t) frozen states of the training split when needed.
     """
-    from cider_mer.text.cache import cache_dir_for, dataset_key
+    from cider_mer.text.cache import cache_dir_for, dataset_key, read_cache_entry, write_cache_entry
 
     directory = cache_dir or cache_dir_for(data_path)
     path = directory / f"mcm-{dataset_key(data_path)}-{encoder_tag}-{task}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return ClassStatistics(z["priors"], z["class_means"])
-    stats = compute_statistics(train, task, text_states_fn())
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, priors=stats.priors, class_means=stats.class_means)
+    c = train.num_classes(task)
+
+    def load(p: Path) -> ClassStatistics:
+        with np.load(p, allow_pickle=False) as z:
+            stats = ClassStatistics(z["priors"], z["class_means"])
+        if stats.priors.shape != (c,) or stats.class_means.ndim != 2 or stats.class_means.shape[0] != c:
+            raise ValueError(f"shapes {stats.priors.shape} and {stats.class_means.shape} do not fit {c} classes")
+        return stats
+
+    stats = read_cache_entry(path, load)
+    if stats is None:
+        stats = compute_statistics(train, task, text_states_fn())
+        write_cache_entry(path, lambda f: np.savez(f, priors=stats.priors, class_means=stats.class_means))
     return stats

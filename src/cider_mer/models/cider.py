@@ -16,7 +16,7 @@ Padding positions are never attended, pooled or reconstructed from (their MCT ou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -28,13 +28,13 @@ from cider_mer.models.interface import (
     DataShapes,
     ModelInputs,
     Reconstructions,
-    check_ranges,
     check_text_width,
 )
 from cider_mer.models.layers.mct import MultimodalCompositeTransformer
 from cider_mer.models.layers.pooling import AttentionPooling
 from cider_mer.models.layers.wsam import WordAlignedAttention
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import AT_LEAST_1, FRACTION, Range, check_divides, each, validate_fields
 
 _DROPOUTS = ("attn_dropout", "embed_dropout", "out_dropout", "relu_dropout", "res_dropout")
 
@@ -54,8 +54,12 @@ class CiderConfig:
     use_wsam: bool = True  # False: the "w/o WSAM" ablation
     use_mct: bool = True  # False: the "w/o MCT" ablation (vanilla self-attention)
 
+    RANGES: ClassVar[dict[str, Range]] = {**each(("hidden", "layers", "heads"), AT_LEAST_1),
+                                          **each(_DROPOUTS, FRACTION)}
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("hidden", "layers", "heads"), fractions=_DROPOUTS, divides=("heads", "hidden"))
+        validate_fields(self)
+        check_divides(self, "heads", "hidden")
 
 
 def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

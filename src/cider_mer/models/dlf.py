@@ -88,7 +88,7 @@ Deviations from the original:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -100,11 +100,11 @@ from cider_mer.models.interface import (
     DataShapes,
     ModelInputs,
     ObjectiveBatch,
-    check_ranges,
     check_text_width,
 )
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range, check_divides, each, validate_fields
 
 MODALITIES = ("l", "a", "v")
 
@@ -155,10 +155,15 @@ class DlfConfig:
     triplet_weight: float = 0.01  # L_m = 0.1 * 0.1, label-margin hinge on c_m_sim
     triplet_margin_scale: float = 0.15  # the hinge margin per unit of label distance
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **each(("dim", "heads", "layers", "mem_layers", "kernel_text", "kernel_audio", "kernel_vision"), AT_LEAST_1),
+        **each(_DROPOUTS, FRACTION),
+        **each(_WEIGHTS + ("triplet_margin_scale",), NON_NEGATIVE),
+    }
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("dim", "heads", "layers", "mem_layers", "kernel_text", "kernel_audio",
-                                     "kernel_vision"),
-                     fractions=_DROPOUTS, non_negative=_WEIGHTS + ("triplet_margin_scale",), divides=("heads", "dim"))
+        validate_fields(self)
+        check_divides(self, "heads", "dim")
 
 
 def _over_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

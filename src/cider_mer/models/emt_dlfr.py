@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -95,11 +95,11 @@ from cider_mer.models.interface import (
     DataShapes,
     ModelInputs,
     ObjectiveBatch,
-    check_ranges,
     check_text_width,
 )
 from cider_mer.models.layers.pooling import masked_softmax
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range, check_divides, each, one_of, validate_fields
 
 _DROPOUTS = ("audio_dropout", "vision_dropout", "emb_dropout", "attn_dropout", "ff_dropout", "post_fusion_dropout")
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -142,17 +142,19 @@ class EmtDlfrConfig:
     post_fusion_dim: int = 256  # J: width of the prediction MLP (the joint representation)
     post_fusion_dropout: float = 0.3  # on fusion_h before the prediction MLP
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **each(("audio_hidden", "vision_hidden", "audio_layers", "vision_layers", "audio_out", "vision_out", "d_model",
+                "fusion_layers", "heads", "max_seq_len", "ff_expansion", "gmc_pred_dim", "text_pred_dim",
+                "audio_pred_dim", "vision_pred_dim", "post_fusion_dim"), AT_LEAST_1),
+        **each(_DROPOUTS, FRACTION),
+        **each(("attraction_weight", "reconstruction_weight"), NON_NEGATIVE),
+        "attn_act_fn": one_of(*_ACTIVATIONS),
+        "recon_loss": one_of(*_RECON_LOSSES),
+    }
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("audio_hidden", "vision_hidden", "audio_layers", "vision_layers", "audio_out",
-                                     "vision_out", "d_model", "fusion_layers", "heads", "max_seq_len", "ff_expansion",
-                                     "gmc_pred_dim", "text_pred_dim", "audio_pred_dim", "vision_pred_dim",
-                                     "post_fusion_dim"),
-                     fractions=_DROPOUTS, non_negative=("attraction_weight", "reconstruction_weight"),
-                     divides=("heads", "d_model"))
-        if self.attn_act_fn not in _ACTIVATIONS:
-            raise ValueError(f"attn_act_fn must be one of {sorted(_ACTIVATIONS)}, got '{self.attn_act_fn}'")
-        if self.recon_loss not in _RECON_LOSSES:
-            raise ValueError(f"recon_loss must be one of {sorted(_RECON_LOSSES)}, got '{self.recon_loss}'")
+        validate_fields(self)
+        check_divides(self, "heads", "d_model")
 
 
 # ---------------------------------------------------------------- building blocks

@@ -14,14 +14,14 @@ D_t text-encoder width, H heads, S fused sequence length.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import nn
 
 from cider_mer.maci.mcm import MCMHead
+from cider_mer.validation import AT_LEAST_1, Range, each, validate_fields
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class DataShapes:
     """What a model must know about the data: widths, sequence lengths, alignment, output width.
 
     ``num_classes`` is the head's output width: the task's classes (3, 7, 2, or the dataset's class count for
-    ``emotion``), or 1 for the regression tasks.
+    ``emotion``), or 1 for the regression tasks. Every width and length is >= 1 (checked on
+    construction, see :mod:`cider_mer.validation`).
     """
 
     text_dim: int  # D_t, the text encoder's width (384 MiniLM, 768 bert-base)
@@ -40,6 +41,12 @@ class DataShapes:
     vision_len: int
     aligned: bool
     num_classes: int
+
+    RANGES: ClassVar[dict[str, Range]] = each(
+        ("text_dim", "audio_dim", "vision_dim", "text_len", "audio_len", "vision_len", "num_classes"), AT_LEAST_1)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -235,26 +242,6 @@ class Backbone(nn.Module):
     def epoch_plan(self, epoch: int) -> EpochPlan:
         """Called before training epoch ``epoch`` (1-based); may also (un)freeze parameters."""
         return EpochPlan()
-
-
-def check_ranges(config: Any, positive: tuple[str, ...] = (), fractions: tuple[str, ...] = (),
-                 non_negative: tuple[str, ...] = (), divides: Optional[tuple[str, str]] = None) -> None:
-    """Validate a backbone config's numbers: ``positive`` sizes >= 1, ``fractions`` (dropouts) in [0, 1),
-    ``non_negative`` finite weights >= 0, and ``divides = (heads, width)``: heads must divide width."""
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    if divides is not None:
-        heads, width = divides
-        if getattr(config, width) % getattr(config, heads):
-            raise ValueError(f"{heads} ({getattr(config, heads)}) must divide {width} ({getattr(config, width)})")
-    for name in fractions:
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {getattr(config, name)}")
-    for name in non_negative:
-        value = getattr(config, name)
-        if not (value >= 0.0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def check_text_width(text_encoder: Optional[nn.Module], shapes: DataShapes) -> None:

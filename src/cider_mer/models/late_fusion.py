@@ -14,19 +14,25 @@ It has no fusion attention and no reconstruction heads, so MSSD uses only its jo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
 
 from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import AT_LEAST_1, FRACTION, Range, validate_fields
 
 
 @dataclass
 class LateFusionConfig:
     hidden: int = 32
     dropout: float = 0.2
+
+    RANGES: ClassVar[dict[str, Range]] = {"hidden": AT_LEAST_1, "dropout": FRACTION}
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ encoder and with the head: 6,483,012 (the notes' measured figure); + 129 per ext
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -108,10 +108,20 @@ from cider_mer.models.interface import (
     DataShapes,
     ModelInputs,
     ObjectiveBatch,
-    check_ranges,
     check_text_width,
 )
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import (
+    ANY_NUMBER,
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    Range,
+    check_divides,
+    each,
+    one_of,
+    validate_fields,
+)
 
 _DEPTHS = ("encoder_depth", "proxy_depth", "completeness_depth", "reconstructor_depth", "language_depth",
            "hyper_depth", "fusion_depth")
@@ -145,18 +155,23 @@ class LnlnConfig:
     emb_dropout: float = 0.0  # dropout after adding the positional tables (0 in the original)
     mask_padding: bool = True  # mask padded frames / tokens as keys in the unimodal encoders (False: original)
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **each(("dim", "tokens", "heads", "dim_head", "mlp_dim", "completeness_hidden", "discriminator_hidden",
+                "hyper_heads") + _DEPTHS, AT_LEAST_1),
+        **each(("dropout", "emb_dropout"), FRACTION),
+        **each(("alpha", "beta", "gamma"), NON_NEGATIVE),
+        "grl_alpha": ANY_NUMBER,
+        "sigma": one_of(1.0),  # the trainer adds the task loss with weight 1
+    }
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("dim", "tokens", "heads", "dim_head", "mlp_dim", "completeness_hidden",
-                                     "discriminator_hidden", "hyper_heads") + _DEPTHS,
-                     fractions=("dropout", "emb_dropout"), non_negative=("alpha", "beta", "gamma"),
-                     divides=("hyper_heads", "dim"))
+        validate_fields(self)
+        check_divides(self, "hyper_heads", "dim")
         if self.hyper_depth > self.language_depth + 1:
             raise ValueError(
                 f"hyper_depth ({self.hyper_depth}) needs one language-encoder state per layer: at most "
                 f"language_depth + 1 = {self.language_depth + 1}"
             )
-        if self.sigma != 1.0:
-            raise ValueError(f"sigma must be 1.0 (the trainer adds the task loss with weight 1), got {self.sigma}")
 
 
 class _GradientReversal(torch.autograd.Function):

@@ -105,7 +105,7 @@ Deviations from the original:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -117,11 +117,20 @@ from cider_mer.models.interface import (
     DataShapes,
     EpochPlan,
     ModelInputs,
-    check_ranges,
     check_text_width,
 )
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    Range,
+    check_divides,
+    each,
+    one_of,
+    validate_fields,
+)
 from cider_mer.text.encoder import CLS_ID, SEP_ID, UNK_ID
 
 _DROPOUTS = ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "embed_dropout",
@@ -174,13 +183,16 @@ class MplmmConfig:
     pretrain_epochs: int = 40  # stage-1 epochs (no prompts, complete inputs); 0: prompts from epoch 1
     prompt_init: str = "zeros"  # "zeros" (c6f8d18, released) or "rand" (first release 35bd1a2)
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **each(("hidden", "heads", "layers", "prompt_length"), AT_LEAST_1),
+        **each(_DROPOUTS, FRACTION),
+        "pretrain_epochs": NON_NEGATIVE,
+        "prompt_init": one_of("zeros", "rand"),
+    }
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("hidden", "heads", "layers", "prompt_length"), fractions=_DROPOUTS,
-                     divides=("heads", "hidden"))
-        if self.pretrain_epochs < 0:
-            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
-        if self.prompt_init not in ("zeros", "rand"):
-            raise ValueError(f"prompt_init must be 'zeros' or 'rand', got '{self.prompt_init}'")
+        validate_fields(self)
+        check_divides(self, "heads", "hidden")
 
 
 class MLPLayer(nn.Module):

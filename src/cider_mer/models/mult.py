@@ -50,15 +50,16 @@ Deviations from MMSA:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, check_ranges, check_text_width
+from cider_mer.models.interface import Backbone, BackboneOutput, DataShapes, ModelInputs, check_text_width
 from cider_mer.models.layers.crossmodal import CrossmodalEncoder
 from cider_mer.models.registry import register_backbone
+from cider_mer.validation import AT_LEAST_1, FRACTION, Range, check_divides, each, validate_fields
 
 _DROPOUTS = ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout",
              "embed_dropout", "text_dropout", "output_dropout")
@@ -87,9 +88,14 @@ class MultConfig:
     mask_padding: bool = True  # toolkit deviation: mask padded keys, pool the last valid step (False: MMSA)
     # Auxiliary losses: none (MMSA's MulT trains the task loss only).
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **each(("dim", "heads", "layers", "conv_kernel_l", "conv_kernel_a", "conv_kernel_v"), AT_LEAST_1),
+        **each(_DROPOUTS, FRACTION),
+    }
+
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("dim", "heads", "layers", "conv_kernel_l", "conv_kernel_a", "conv_kernel_v"),
-                     fractions=_DROPOUTS, divides=("heads", "dim"))
+        validate_fields(self)
+        check_divides(self, "heads", "dim")
 
 
 def _to_length(x: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from torch import nn
 from cider_mer.errors import ConfigError
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.models.interface import Backbone, DataShapes, LinearHead, MerModel
+from cider_mer.validation import SettingError
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def make_config(name: str, values: Any = None) -> Any:
         raise ConfigError(f"model '{name}' has no setting(s) {unknown}; known: {sorted(known)}")
     try:
         return spec.config_cls(**values)
+    except SettingError:
+        raise  # already names the setting
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model '{name}': {exc}") from exc
 

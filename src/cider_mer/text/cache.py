@@ -2,20 +2,30 @@
 
 The cache lives in ``$CIDER_CACHE_DIR`` or, by default, in ``.cider_cache/`` next to the dataset
 file. Keys use the SHA-256 of the file's bytes, so a renamed file hits the cache and an edited
-one misses it. Writes are atomic.
+one misses it. Writes are atomic; each entry ``NAME`` has its SHA-256 in ``NAME.sha256`` beside
+it, checked on every read: an entry that is damaged, truncated, of the wrong shape or without
+its checksum is recomputed (and rewritten) with a :class:`CacheWarning`, never used.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Callable, Optional, TypeVar
 
 import numpy as np
 import torch
 
-from cider_mer.io_utils import atomic_path, file_sha256
+from cider_mer.io_utils import atomic_path, atomic_write_text, file_sha256
 from cider_mer.text.encoder import TextEncoder
+
+T = TypeVar("T")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry failed its integrity check; it is recomputed."""
 
 _HASHES: dict[tuple[str, float, int], str] = {}
 
@@ -48,6 +58,39 @@ def encoder_fingerprint(encoder: TextEncoder) -> str:
     return f"{encoder.name.replace('/', '_')}-{h.hexdigest()[:8]}"
 
 
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_cache_entry(path: Path, save: Callable[[BinaryIO], None]) -> None:
+    """Write an entry with ``save(file)`` atomically, then its SHA-256 into ``NAME.sha256``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            save(f)
+    atomic_write_text(_checksum_path(path), file_sha256(path) + "\n")
+
+
+def read_cache_entry(path: Path, load: Callable[[Path], T]) -> Optional[T]:
+    """``load(path)`` when the entry exists and matches its checksum; else None (the caller
+    recomputes), with a :class:`CacheWarning` when an entry was there but failed the check.
+    ``load`` raises ValueError for contents of the wrong shape."""
+    if not path.is_file():
+        return None
+    checksum = _checksum_path(path)
+    try:
+        if not checksum.is_file():
+            problem = "it has no checksum file"
+        elif checksum.read_text(encoding="utf-8").strip() != file_sha256(path):
+            problem = "its bytes do not match its checksum"
+        else:
+            return load(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+    warnings.warn(f"{path}: cache entry ignored and recomputed: {problem}", CacheWarning, stacklevel=3)
+    return None
+
+
 @torch.no_grad()
 def encode_texts(encoder: TextEncoder, ids: np.ndarray, mask: np.ndarray, segment: np.ndarray,
                  device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
@@ -71,13 +114,16 @@ def cached_text_features(data_path: str | Path, split_name: str, ids: np.ndarray
     """Frozen-encoder states of one split, read from or written to the cache."""
     directory = cache_dir or cache_dir_for(data_path)
     path = directory / f"textfeat-{dataset_key(data_path)}-{encoder_fingerprint(encoder)}-{split_name}.npy"
-    if path.is_file():
-        feats = np.load(path, allow_pickle=False)
-        if feats.shape[:2] == ids.shape and feats.shape[2] == encoder.dim:
-            return feats
-    feats = encode_texts(encoder, ids, mask, segment, device=device, batch_size=batch_size)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, feats, allow_pickle=False)
+    expected = (*ids.shape, encoder.dim)
+
+    def load(p: Path) -> np.ndarray:
+        feats = np.load(p, allow_pickle=False)
+        if feats.shape != expected or feats.dtype != np.float32:
+            raise ValueError(f"shape {feats.shape} {feats.dtype}, expected {expected} float32")
+        return feats
+
+    feats = read_cache_entry(path, load)
+    if feats is None:
+        feats = encode_texts(encoder, ids, mask, segment, device=device, batch_size=batch_size)
+        write_cache_entry(path, lambda f: np.save(f, feats, allow_pickle=False))
     return feats

@@ -315,11 +315,12 @@ def _open_run(cfg: TrainConfig, data: MerDataset, run_dir: Path, resume: bool,
     config_path = run_dir / CONFIG_FILE
     if config_path.exists() and not resume:
         raise RunError(f"{run_dir}: already holds a run (config.json); pass --resume to continue it or choose another --out")
-    if resume and config_path.exists():
-        check_same_run(run_dir, read_json(config_path), cfg, dataset_key(data.path))
+    continuing = resume and config_path.exists()
+    changed = check_same_run(run_dir, read_json(config_path), cfg, dataset_key(data.path)) if continuing else {}
     run = Run.create(cfg, data, run_dir, encoder)
     run.meta["mssd_terms"] = sorted(effective_weights(cfg, run.model))
-    run.save_config()
+    if not continuing or changed:  # a plain resume leaves the stored record (and its command line) as it was
+        run.save_config()
     return run
 
 
@@ -333,6 +334,10 @@ def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng
                                   progress=progress, desc=f"epoch {epoch}", plan=plan)
     row: dict[str, Any] = {"epoch": epoch, **{k: float(v) / max(n_batches, 1) for k, v in sums.items()},
                            "train_seconds": round(time.time() - t0, 3)}
+    if not math.isfinite(row["loss"]):  # the weights are NaN/inf now: stop before validating or saving them
+        kept = f"model.safetensors keeps epoch {state.best_epoch}" if state.best_epoch else "no model was saved"
+        raise RunError(f"{run.run_dir}: training diverged at epoch {epoch}: the mean training loss is {row['loss']} "
+                       f"(try a lower lr / encoder_lr, or precision fp32); {kept}")
     row.update(validate(run, splits[1]))
     value = row[f"val_{metric}"]
     improved = plan.selectable and state.improves(value, metric)
