@@ -10,13 +10,18 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from cider_mer.data.labels import check_task
 from cider_mer.errors import ConfigError
 
 HEADS = ("mcm", "linear")
 PRECISIONS = ("fp32", "bf16")
+# Debiasing options (docs/debiasing.md); the defaults are the paper's MACI ("maci_paper").
+Selection = Literal["plain", "group_mean", "worst_group"]
+CfFill = Literal["mask", "unk"]
+CfOtherModalities = Literal["keep", "absent"]
+Debias = Literal["none", "poe", "learned_mixin"]
 
 
 @dataclass
@@ -37,6 +42,20 @@ class TrainConfig:
     counterfactual: bool = True
     cf_vocab_size: int = 100
     cf_cv_threshold: float = 0.1
+    # A valid counterfactual (each off by default = the paper): bias words kept, other tokens [UNK] instead of
+    # [MASK]; audio/vision missing (zeroed) in the counterfactual pass; its log-probs centred by their mean
+    # over the training inputs.
+    cf_fill: CfFill = "mask"
+    cf_other_modalities: CfOtherModalities = "keep"
+    cf_centre: bool = False
+    # A trained bias branch on the bag of bias-vocabulary word-pieces, combined with the main head during
+    # training (product of experts or learned-mixin, with an optional entropy penalty), dropped at test.
+    debias: Debias = "none"
+    debias_entropy_weight: float = 0.0
+    # Validation criterion for the checkpoint, tau and tuning: the plain selection metric, or over the groups
+    # a bias-only model gets right / wrong (their mean, or the worse one); plain below selection_min_group.
+    selection: Selection = "plain"
+    selection_min_group: int = 20
     # Text encoder: None = the shipped all-MiniLM-L6-v2; a local directory or a hub id otherwise.
     text_encoder: Optional[str] = None
     freeze_text_encoder: bool = False
@@ -76,6 +95,15 @@ class TrainConfig:
         if self.task == "regression" and (self.head == "mcm" or self.counterfactual):
             raise ConfigError("MACI needs classes: with task 'regression' use head 'linear' and counterfactual "
                               "false (--no-maci)")
+        if self.task == "regression" and (self.debias != "none" or self.selection != "plain"):
+            raise ConfigError("debias and group selection need classes: with task 'regression' use debias 'none' "
+                              "and selection 'plain'")
+        for name, kind in (("cf_fill", CfFill), ("cf_other_modalities", CfOtherModalities), ("debias", Debias),
+                           ("selection", Selection)):
+            if getattr(self, name) not in get_args(kind):
+                raise ConfigError(f"{name} must be one of {get_args(kind)}, got '{getattr(self, name)}'")
+        if self.selection_min_group < 1 or self.debias_entropy_weight < 0:
+            raise ConfigError("selection_min_group must be >= 1 and debias_entropy_weight >= 0")
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, got '{self.head}'")
         if self.train_missing not in TRAIN_SCHEMES:
@@ -88,6 +116,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ConfigError("epochs, batch_size and patience must be >= 1")
+
+    @property
+    def needs_bias_vocabulary(self) -> bool:
+        """Counterfactual text, the bias branch and group selection all read the bias vocabulary."""
+        return self.counterfactual or self.debias != "none" or self.selection != "plain"
 
     @property
     def distillation_weights(self) -> dict[str, float]:

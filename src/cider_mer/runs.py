@@ -5,7 +5,9 @@ A run directory holds:
 
 - ``config.json``: every setting, the data shapes, the dataset's content key, seed and versions;
 - ``model.safetensors``: the model that scored best on the VALIDATION split;
-- ``maci.json``: the counterfactual vocabulary (when the run uses counterfactual text);
+- ``maci.json``: the bias vocabulary (when the run uses counterfactual text, a bias branch or group
+  selection), the bias-only model of group selection, and the counterfactual centre of the
+  selected checkpoint (``cf_centre``; label-free, from the training inputs);
 - ``train_log.csv``: per-epoch losses and validation metrics;
 - ``resume.safetensors``: the state after the last completed epoch (for ``--resume``).
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from cider_mer.batches import DeviceSplit
@@ -27,6 +30,8 @@ from cider_mer.checkpoint import load_model, save_model
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset, check_vocabulary
 from cider_mer.data.labels import SELECTION_METRIC, num_classes
+from cider_mer.debias.bias_model import BiasOnlyModel, fit_bias_model
+from cider_mer.debias.poe import BiasBranch, attach_bias_branch, bias_branch_of, training_log_prior
 from cider_mer.errors import CiderError, ConfigError
 from cider_mer.inference import Debiaser, Predictions
 from cider_mer.io_utils import atomic_write_json, read_json, versions
@@ -85,7 +90,8 @@ def shapes_for(data: MerDataset, text_dim: int, task: str) -> DataShapes:
 
 @dataclass
 class Run:
-    """A run: settings, data shapes, model (on ``device``), text encoder and MACI's bias vocabulary."""
+    """A run: settings, data shapes, model (on ``device``), text encoder and the debiasing state: the
+    bias vocabulary, the bias-only model of group selection and the counterfactual centre."""
 
     run_dir: Path
     cfg: TrainConfig
@@ -95,6 +101,8 @@ class Run:
     device: torch.device
     bias_vocab: Optional[BiasVocabulary]
     meta: dict[str, Any]  # the contents of config.json
+    bias_model: Optional[BiasOnlyModel] = None  # group selection's bias-only model (training split)
+    cf_centre: Optional[np.ndarray] = None  # (C,) mean counterfactual log-probs over the training inputs
 
     # ------------------------------------------------------------------ creating and loading
 
@@ -123,9 +131,15 @@ class Run:
                 lambda: cached_text_features(data.path, "train", train.text_ids, train.text_mask, train.text_segment,
                                              encoder, device=device, batch_size=cfg.eval_batch_size))
             model.head.set_statistics(torch.as_tensor(stats.priors), torch.as_tensor(stats.class_means))
-        vocab = None
-        if cfg.counterfactual:
+        vocab, bias_model = None, None
+        if cfg.needs_bias_vocabulary:
             vocab = build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
+        if cfg.selection != "plain":
+            bias_model = fit_bias_model(train, vocab.token_ids, cfg.task, seed=cfg.seed)
+        if cfg.debias != "none":
+            log_prior = training_log_prior(train.labels(cfg.task), shapes.num_classes)
+            attach_bias_branch(model, BiasBranch(torch.as_tensor(vocab.token_ids), torch.as_tensor(log_prior),
+                                                 model.backbone.joint_dim, cfg.debias, cfg.debias_entropy_weight))
         model.to(device)
         meta = {
             "train": cfg.to_dict(),
@@ -139,7 +153,7 @@ class Run:
             "selection_metric": SELECTION_METRIC[cfg.task],
             "versions": versions(),
         }
-        return cls(Path(run_dir), cfg, shapes, model, encoder, device, vocab, meta)
+        return cls(Path(run_dir), cfg, shapes, model, encoder, device, vocab, meta, bias_model)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> "Run":
@@ -164,14 +178,16 @@ class Run:
             raise RunError(f"{run_dir}: the run used a {shapes.text_dim}-d text encoder, "
                            f"'{cfg.text_encoder}' is {encoder.dim}-d")
         model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
+        maci = _read_maci(run_dir, cfg)
+        vocab = BiasVocabulary.from_dict(maci["vocabulary"]) if cfg.needs_bias_vocabulary else None
+        bias_model = BiasOnlyModel.from_dict(maci["bias_model"]) if cfg.selection != "plain" else None
+        cf_centre = np.asarray(maci["cf_centre"], dtype=np.float32) if cfg.cf_centre and cfg.counterfactual else None
+        if cfg.debias != "none":  # weights and the training log-prior come from the checkpoint
+            attach_bias_branch(model, BiasBranch(torch.as_tensor(vocab.token_ids), torch.zeros(shapes.num_classes),
+                                                 model.backbone.joint_dim, cfg.debias, cfg.debias_entropy_weight))
         load_model(run_dir / MODEL_FILE, model)
-        vocab = None
-        if cfg.counterfactual:
-            if not (run_dir / MACI_FILE).is_file():
-                raise RunError(f"{run_dir}: '{MACI_FILE}' is missing although the run uses counterfactual text")
-            vocab = BiasVocabulary.from_dict(read_json(run_dir / MACI_FILE)["vocabulary"])
         model.to(dev).eval()
-        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta)
+        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta, bias_model, cf_centre)
 
     # ------------------------------------------------------------------ files
 
@@ -179,15 +195,27 @@ class Run:
         return self.run_dir / name
 
     def save_config(self) -> None:
-        """Write ``config.json`` (and ``maci.json`` when the run uses counterfactual text)."""
+        """Write ``config.json`` (and ``maci.json`` when the run has a bias vocabulary)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path(CONFIG_FILE), self.meta)
-        if self.bias_vocab is not None:
-            atomic_write_json(self.path(MACI_FILE), {"vocabulary": self.bias_vocab.to_dict()})
+        self._save_maci()
+
+    def _save_maci(self) -> None:
+        if self.bias_vocab is None:
+            return
+        payload: dict[str, Any] = {"vocabulary": self.bias_vocab.to_dict()}
+        if self.bias_model is not None:
+            payload["bias_model"] = self.bias_model.to_dict()
+        if self.cf_centre is not None:
+            payload["cf_centre"] = np.asarray(self.cf_centre, dtype=np.float64).tolist()
+        atomic_write_json(self.path(MACI_FILE), payload)
 
     def save_weights(self, metadata: dict[str, Any]) -> None:
-        """Write the model as ``model.safetensors`` (a frozen encoder's published weights left out)."""
+        """Write the model as ``model.safetensors`` (a frozen encoder's published weights left out), and
+        ``maci.json`` again when the checkpoint comes with its own counterfactual centre."""
         save_model(self.path(MODEL_FILE), self.model, not self.cfg.freeze_text_encoder, metadata)
+        if self.cf_centre is not None:
+            self._save_maci()
 
     # ------------------------------------------------------------------ data and inference
 
@@ -197,9 +225,21 @@ class Run:
 
     @property
     def debiaser(self) -> Debiaser:
-        """MACI's inference for this run (inactive without counterfactual text), at the run's precision."""
-        ids = None if self.bias_vocab is None else torch.as_tensor(self.bias_vocab.token_ids, device=self.device)
-        return Debiaser(self.cfg.task, ids, self.cfg.eval_batch_size, self.autocast_dtype)
+        """This run's inference: counterfactual text (inactive without it), the training log-prior of a
+        bias branch, the validation criterion; at the run's precision."""
+        cfg = self.cfg
+        ids = None
+        if cfg.counterfactual and self.bias_vocab is not None:
+            ids = torch.as_tensor(self.bias_vocab.token_ids, device=self.device)
+        branch = bias_branch_of(self.model)
+        log_prior = None if branch is None else branch.log_prior.detach().cpu().numpy()
+        return Debiaser(cfg.task, ids, cfg.eval_batch_size, self.autocast_dtype, cfg.cf_fill, cfg.cf_other_modalities,
+                        self.cf_centre, log_prior, self.bias_model, cfg.selection, cfg.selection_min_group)
+
+    def refresh_cf_centre(self, train: DeviceSplit) -> None:
+        """Recompute the counterfactual centre of the current weights on the training inputs (``cf_centre`` runs)."""
+        if self.cfg.cf_centre and self.cfg.counterfactual:
+            self.cf_centre = self.debiaser.training_centre(self.model, train)
 
     def check_compatible(self, data: MerDataset) -> None:
         """Cross-dataset evaluation needs the same feature dims and alignment as training."""
@@ -229,6 +269,23 @@ class Run:
         """Factual (and counterfactual, when the run uses it) predictions on one split of ``data``."""
         self.check_compatible(data)
         return self.debiaser.predict(self.model, self.split(data, split), keep, return_joint)
+
+
+def _read_maci(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """``maci.json`` with the entries ``cfg`` needs (an empty dict when it needs none)."""
+    wanted = [name for name, needed in (("vocabulary", cfg.needs_bias_vocabulary),
+                                        ("bias_model", cfg.selection != "plain"),
+                                        ("cf_centre", cfg.cf_centre and cfg.counterfactual)) if needed]
+    if not wanted:
+        return {}
+    path = run_dir / MACI_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: missing although the run's settings need {wanted}")
+    maci = read_json(path)
+    absent = [name for name in wanted if name not in maci]
+    if absent:
+        raise RunError(f"{path}: no {absent} entry although the run's settings need it (an unfinished run?)")
+    return maci
 
 
 def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> Run:
