@@ -386,3 +386,30 @@ def test_debias_variants_apply_their_settings():
         assert {k: a for k, (a, _) in cfg.differences(base).items()} == changes, name
     assert parse_variants("poe,no_maci,group_select") == ["no_maci", "poe", "group_select"]
     assert "poe" not in parse_variants("all")  # the default suite stays Table V
+
+
+# ----------------------------------------------------------------------------- the benchmark's statistics
+
+
+def test_benchmark_pairs_runs_and_gives_a_t_interval():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "debias_mosi.py"
+    spec = importlib.util.spec_from_file_location("debias_mosi", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    p = bench.paired([1.0, 2.0, 3.0])
+    assert p["n"] == 3 and p["mean"] == pytest.approx(2.0)
+    assert p["hi"] - p["mean"] == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t_{0.975, 2} sd/sqrt(n)
+    assert bench.paired([5.0])["lo"] is None and bench.paired([])["n"] == 0
+    rec = lambda acc: {"non0_acc2": acc, "has0_acc2": acc, "neutral_rate": 1.0, "tau": 0.0}  # noqa: E731
+    records = {("stratified", "none", 0, 0): rec(60.0), ("stratified", "none", 0, 1): rec(62.0),
+               ("stratified", "poe", 0, 0): rec(61.0), ("stratified", "poe", 0, 1): rec(65.0),
+               ("stratified", "poe", 1, 0): rec(99.0),  # no partner run: not paired
+               ("iid", "none", 0, 0): rec(70.0), ("iid", "poe", 0, 0): rec(68.0)}
+    summary = bench.summarise(records, ["none", "poe"], ["stratified"], "iid")
+    row = summary["stratified"]["poe"]
+    assert row["pairs"] == 2 and row["delta_non0_acc2"]["mean"] == pytest.approx(2.0)
+    assert row["delta_iid_non0_acc2"]["mean"] == pytest.approx(-2.0)
+    assert set(bench.method_table("group_mean")) >= {"none", "poe", "maci_valid_cf", "maci_paper", "group_select"}
