@@ -78,9 +78,11 @@ def prepare_real(csv: Path, out: Path, split_seeds: list[int], kinds: list[str],
         for seed in split_seeds:
             path = out / f"mosi_ood_{kind}_s{seed}.pkl"
             if not path.is_file():
-                write_ood_split(iid_file, path, task="binary", seed=seed, report=True, prior_shift=kind == "prior_shift")
+                write_ood_split(iid_file, path, task="binary", seed=seed, report=True,
+                                prior_shift=kind == "prior_shift")
             m = read_json(manifest_path(path))
-            shifts[(kind, seed)] = {"bow_iid": m["shift"]["bow_acc_iid_test"], "bow_ood": m["shift"]["bow_acc_ood_test"],
+            shifts[(kind, seed)] = {"bow_iid": m["shift"]["bow_acc_iid_test"],
+                                    "bow_ood": m["shift"]["bow_acc_ood_test"],
                                     "train_priors": m["priors"]["train"], "test_priors": m["priors"]["test"]}
             files[(kind, seed)] = path
     if iid:
@@ -121,8 +123,8 @@ def rate0_metrics(run, data) -> dict[str, Any]:
     out = {"non0_acc2": m["non0_acc2"], "has0_acc2": m["has0_acc2"], "tau": tau,
            "neutral_rate": float((scores.argmax(axis=1) == 1).mean() * 100.0)}
     if deb.active:
-        oracle = [(task_metrics("binary", debias(pred.log_probs, pred.cf_log_probs, t, deb.cf_centre), y)["non0_acc2"], t)
-                  for t in TAU_GRID]
+        oracle = [(task_metrics("binary", debias(pred.log_probs, pred.cf_log_probs, t, deb.cf_centre), y)["non0_acc2"],
+                   t) for t in TAU_GRID]
         best = max(oracle, key=lambda vt: (vt[0], -vt[1]))
         out.update(oracle_non0_acc2=best[0], oracle_tau=float(best[1]))
     return out
@@ -290,7 +292,8 @@ def main(argv=None) -> None:
 
     t0 = time.time()
     if args.synthetic:
-        prepared, kinds, iid_kind = prepare_synthetic(args.out, args.split_seeds, args.synth_scale), ["synthetic"], "twin"
+        prepared = prepare_synthetic(args.out, args.split_seeds, args.synth_scale)
+        kinds, iid_kind = ["synthetic"], "twin"
     else:
         kinds = csv_list(args.split_kinds)
         prepared = prepare_real(args.csv, args.out, args.split_seeds, kinds, not args.no_iid, print)

@@ -35,7 +35,7 @@ class Predictions:
     log_probs: np.ndarray  # (N, C) factual log-probabilities ((N, 1) scores for regression)
     cf_log_probs: Optional[np.ndarray]  # (N, C) with counterfactual text, when asked
     joint: Optional[np.ndarray] = None  # (N, J), when asked
-    bias_pred: Optional[np.ndarray] = None  # (N,) the bias-only model's class from the complete text, when the run has one
+    bias_pred: Optional[np.ndarray] = None  # (N,) the bias-only model's class (complete text), when the run has one
 
 
 @torch.no_grad()
