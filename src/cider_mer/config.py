@@ -29,6 +29,11 @@ HEADS = ("mcm", "linear")
 PRECISIONS = ("fp32", "bf16")
 TRAIN_SCHEMES = ("per_sample", "per_position")  # how training draws missing positions (see cider_mer.missing)
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+# Debiasing options (docs/debiasing.md); the defaults are the paper's MACI ("maci_paper").
+SELECTIONS = ("plain", "group_mean", "worst_group")
+CF_FILLS = ("mask", "unk")
+CF_OTHER_MODALITIES = ("keep", "absent")
+DEBIAS_METHODS = ("none", "poe", "learned_mixin")
 
 
 @dataclass
@@ -57,6 +62,12 @@ class TrainConfig:
         "seed": SEED,
         "device": Range(pattern=DEVICE_PATTERN, label="auto, cpu, cuda or cuda:N"),
         "precision": one_of(*PRECISIONS),
+        "cf_fill": one_of(*CF_FILLS),
+        "cf_other_modalities": one_of(*CF_OTHER_MODALITIES),
+        "debias": one_of(*DEBIAS_METHODS),
+        "debias_entropy_weight": NON_NEGATIVE,
+        "selection": one_of(*SELECTIONS),
+        "selection_min_group": AT_LEAST_1,
     }
 
     task: str = "binary"
@@ -67,6 +78,20 @@ class TrainConfig:
     counterfactual: bool = True
     cf_vocab_size: int = 100
     cf_cv_threshold: float = 0.1
+    # A valid counterfactual (each off by default = the paper): bias words kept, other tokens [UNK] instead of
+    # [MASK]; audio/vision missing (zeroed) in the counterfactual pass; its log-probs centred by their mean
+    # over the training inputs.
+    cf_fill: str = "mask"
+    cf_other_modalities: str = "keep"
+    cf_centre: bool = False
+    # A trained bias branch on the bag of bias-vocabulary word-pieces, combined with the main head during
+    # training (product of experts or learned-mixin, with an optional entropy penalty), dropped at test.
+    debias: str = "none"
+    debias_entropy_weight: float = 0.0
+    # Validation criterion for the checkpoint, tau and tuning: the plain selection metric, or over the groups
+    # a bias-only model gets right / wrong (their mean, or the worse one); plain below selection_min_group.
+    selection: str = "plain"
+    selection_min_group: int = 20
     # Text encoder: None = the shipped all-MiniLM-L6-v2; a local directory or a hub id otherwise.
     text_encoder: Optional[str] = None
     freeze_text_encoder: bool = False
@@ -105,6 +130,14 @@ class TrainConfig:
         if is_regression(self.task) and (self.head == "mcm" or self.counterfactual):
             raise ConfigError(f"MACI needs classes: with task '{self.task}' use head 'linear' and counterfactual "
                               "false (--no-maci)")
+        if is_regression(self.task) and (self.debias != "none" or self.selection != "plain"):
+            raise ConfigError(f"debias and group selection need classes: with task '{self.task}' use debias 'none' "
+                              "and selection 'plain'")
+
+    @property
+    def needs_bias_vocabulary(self) -> bool:
+        """Counterfactual text, the bias branch and group selection all read the bias vocabulary."""
+        return self.counterfactual or self.debias != "none" or self.selection != "plain"
 
     @property
     def distillation_weights(self) -> dict[str, float]:

@@ -1,9 +1,11 @@
 """Batched inference over a device split, and MACI's inference glue in one place.
 
 :func:`predict` runs a model over a split (optionally with missing positions applied and a second,
-counterfactual pass). :class:`Debiaser` is everything MACI adds at inference: the counterfactual
-text of the incomplete input, tau chosen on validation predictions, and the debiased scores; it
-carries the run's autocast setting, so selection and testing always run at the same precision.
+counterfactual pass). :class:`Debiaser` is everything debiasing adds at inference: the counterfactual
+input of the incomplete one, tau chosen on validation predictions by the run's criterion (plain or
+group-balanced, :mod:`cider_mer.debias.selection`), the debiased scores, and for a run trained with
+a bias branch the training log-prior added back; it carries the run's autocast setting, so
+selection and testing always run at the same precision.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import torch
 
 from cider_mer.batches import DeviceSplit, length_sorted_batches
 from cider_mer.errors import CiderError
+from cider_mer.debias.bias_model import BiasOnlyModel
+from cider_mer.debias.poe import inference_log_probs
+from cider_mer.debias.selection import SelectionResult, select_value
 from cider_mer.maci.counterfactual import counterfactual_ids
 from cider_mer.maci.tau import debias, select_tau
 from cider_mer.missing import apply_missing
@@ -35,6 +40,7 @@ class Predictions:
     log_probs: np.ndarray  # (N, C) factual log-probabilities ((N, 1) scores for regression)
     cf_log_probs: Optional[np.ndarray]  # (N, C) with counterfactual text, when asked
     joint: Optional[np.ndarray] = None  # (N, J), when asked
+    bias_pred: Optional[np.ndarray] = None  # (N,) the bias-only model's class (complete text), when the run has one
 
 
 @torch.no_grad()
@@ -87,37 +93,67 @@ def predict(model: MerModel, split: DeviceSplit, keep: Optional[KeepMasks] = Non
 
 @dataclass
 class Debiaser:
-    """MACI at inference: prediction = log p(y|x) - tau * log p(y|x_cf), tau chosen on validation.
+    """Debiasing at inference: scores = log p(y|x) - tau * (log p(y|x_cf) - centre), tau chosen on validation.
 
     ``bias_ids`` (K,) are the bias vocabulary's token ids on the model's device; ``None`` means no
-    counterfactual text (tau is then always 0).
+    counterfactual text (tau is then always 0). The counterfactual keeps the bias words and fills
+    the other tokens with ``cf_fill`` ([MASK] or [UNK]); ``cf_other_modalities="absent"`` also zeroes
+    audio and vision in that pass (missing, as training drops frames). ``cf_centre`` (C,) is the mean
+    counterfactual log-probability over the training inputs (None: not centred, the paper).
+    ``log_prior`` (C,) is added back to the model's log-probabilities of a run trained with a bias
+    branch. ``bias_model`` gives the validation groups of the ``selection`` criterion.
     """
 
     task: str
     bias_ids: Optional[torch.Tensor]
     batch_size: int = 256
     autocast_dtype: Optional[torch.dtype] = None
+    cf_fill: str = "mask"
+    cf_other_modalities: str = "keep"
+    cf_centre: Optional[np.ndarray] = None
+    log_prior: Optional[np.ndarray] = None
+    bias_model: Optional[BiasOnlyModel] = None
+    selection: str = "plain"
+    selection_min_group: int = 20
 
     @property
     def active(self) -> bool:
         return self.bias_ids is not None
 
     def counterfactual(self, inputs: ModelInputs) -> ModelInputs:
-        """The same batch with the bias words kept and every other real token masked (re-encoded)."""
-        return inputs.replace(text_ids=counterfactual_ids(inputs.text_ids, inputs.text_mask, self.bias_ids),
-                              text_features=None)
+        """The same batch with the bias words kept and every other real token filled (re-encoded);
+        audio/vision zeroed when ``cf_other_modalities`` is ``absent``."""
+        cf = inputs.replace(text_ids=counterfactual_ids(inputs.text_ids, inputs.text_mask, self.bias_ids, self.cf_fill),
+                            text_features=None)
+        if self.cf_other_modalities == "absent":
+            cf = cf.replace(audio=torch.zeros_like(cf.audio), vision=torch.zeros_like(cf.vision))
+        return cf
 
     def predict(self, model: MerModel, split: DeviceSplit, keep: Optional[KeepMasks] = None,
                 return_joint: bool = False) -> Predictions:
-        """Factual (and, when active, counterfactual) predictions at the run's precision."""
-        return predict(model, split, keep, self.counterfactual if self.active else None, self.batch_size,
+        """Factual (and, when active, counterfactual) predictions at the run's precision, with the
+        training log-prior added back and the bias-only predictions when the run has them."""
+        pred = predict(model, split, keep, self.counterfactual if self.active else None, self.batch_size,
                        return_joint, self.autocast_dtype)
+        if self.log_prior is not None:
+            pred.log_probs = inference_log_probs(pred.log_probs, self.log_prior)
+            if pred.cf_log_probs is not None:
+                pred.cf_log_probs = inference_log_probs(pred.cf_log_probs, self.log_prior)
+        if self.bias_model is not None:
+            pred.bias_pred = self.bias_model.predict(split.text_ids, split.text_mask)
+        return pred
+
+    def select(self, scores: np.ndarray, pred: Predictions, labels: np.ndarray, warn: bool = True) -> SelectionResult:
+        """The validation criterion of (N, C) ``scores`` (``pred`` carries the bias-only predictions)."""
+        aligned = None if pred.bias_pred is None else pred.bias_pred == labels
+        return select_value(self.task, scores, labels, aligned, self.selection, self.selection_min_group, warn)
 
     def choose_tau(self, valid: Predictions, labels: np.ndarray) -> float:
-        """tau on validation predictions by the task's selection metric (0 when inactive)."""
+        """tau on validation predictions by the run's criterion (0 when inactive)."""
         if not self.active:
             return 0.0
-        tau, _ = select_tau(self.task, valid.log_probs, valid.cf_log_probs, labels)
+        tau, _ = select_tau(self.task, valid.log_probs, valid.cf_log_probs, labels, centre=self.cf_centre,
+                            criterion=lambda scores: self.select(scores, valid, labels, warn=False).value)
         return tau
 
     def tune(self, model: MerModel, valid: DeviceSplit, keep: Optional[KeepMasks] = None) -> tuple[float, Predictions]:
@@ -125,7 +161,14 @@ class Debiaser:
         pred = self.predict(model, valid, keep)
         return self.choose_tau(pred, valid.labels.cpu().numpy()), pred
 
-    @staticmethod
-    def scores(pred: Predictions, tau: float) -> np.ndarray:
+    def scores(self, pred: Predictions, tau: float) -> np.ndarray:
         """(N, C) debiased scores."""
-        return debias(pred.log_probs, pred.cf_log_probs, tau)
+        return debias(pred.log_probs, pred.cf_log_probs, tau, self.cf_centre)
+
+    def training_centre(self, model: MerModel, train: DeviceSplit) -> np.ndarray:
+        """(C,) mean counterfactual log-probability over the complete TRAINING inputs (label-free)."""
+        if not self.active:
+            raise ValueError("the counterfactual centre needs counterfactual text (bias_ids)")
+        plain = Debiaser(self.task, self.bias_ids, self.batch_size, self.autocast_dtype, self.cf_fill,
+                         self.cf_other_modalities, log_prior=self.log_prior)
+        return plain.predict(model, train).cf_log_probs.mean(axis=0)

@@ -6,7 +6,9 @@ A run directory holds:
 - ``config.json``: every setting, the data shapes, the dataset's content key, its label convention
   and the task's class names, seed and versions;
 - ``model.safetensors``: the model that scored best on the VALIDATION split;
-- ``maci.json``: the counterfactual vocabulary (when the run uses counterfactual text);
+- ``maci.json``: the bias vocabulary (when the run uses counterfactual text, a bias branch or group
+  selection), the bias-only model of group selection, and the counterfactual centre of the
+  selected checkpoint (``cf_centre``; label-free, from the training inputs);
 - ``train_log.csv``: per-epoch losses and validation metrics;
 - ``train.log``: what training printed, with a start and an end line per session (appended on resume);
 - ``resume.safetensors``: the state after the last completed epoch (for ``--resume``);
@@ -35,6 +37,8 @@ from cider_mer.checkpoint import load_model, save_model
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset, check_vocabulary
 from cider_mer.data.labels import CLASS_NAMES, SELECTION_METRIC
+from cider_mer.debias.bias_model import BiasOnlyModel, fit_bias_model
+from cider_mer.debias.poe import BiasBranch, attach_bias_branch, bias_branch_of, training_log_prior
 from cider_mer.errors import CiderError, ConfigError
 from cider_mer.inference import Debiaser, Predictions
 from cider_mer.io_utils import atomic_write_json, ensure_writable_dir, json_normal, read_json, run_record
@@ -145,7 +149,8 @@ def check_encoder_vocabulary(data: MerDataset, encoder: TextEncoder, splits: Opt
 
 @dataclass
 class Run:
-    """A run: settings, data shapes, model (on ``device``), text encoder and MACI's bias vocabulary."""
+    """A run: settings, data shapes, model (on ``device``), text encoder and the debiasing state: the
+    bias vocabulary, the bias-only model of group selection and the counterfactual centre."""
 
     run_dir: Path
     cfg: TrainConfig
@@ -156,6 +161,8 @@ class Run:
     bias_vocab: Optional[BiasVocabulary]
     meta: dict[str, Any]  # the contents of config.json
     checkpoint: dict[str, Any] = field(default_factory=dict)  # model.safetensors metadata (epoch, val_tau ...)
+    bias_model: Optional[BiasOnlyModel] = None  # group selection's bias-only model (training split)
+    cf_centre: Optional[np.ndarray] = None  # (C,) mean counterfactual log-probs over the training inputs
 
     # ------------------------------------------------------------------ creating and loading
 
@@ -181,9 +188,15 @@ class Run:
                 lambda: cached_text_features(data.path, "train", train.text_ids, train.text_mask, train.text_segment,
                                              encoder, device=device, batch_size=cfg.eval_batch_size))
             model.head.set_statistics(torch.as_tensor(stats.priors), torch.as_tensor(stats.class_means))
-        vocab = None
-        if cfg.counterfactual:
+        vocab, bias_model = None, None
+        if cfg.needs_bias_vocabulary:
             vocab = build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
+        if cfg.selection != "plain":
+            bias_model = fit_bias_model(train, vocab.token_ids, cfg.task, seed=cfg.seed)
+        if cfg.debias != "none":
+            log_prior = training_log_prior(train.labels(cfg.task), shapes.num_classes)
+            attach_bias_branch(model, BiasBranch(torch.as_tensor(vocab.token_ids), torch.as_tensor(log_prior),
+                                                 model.backbone.joint_dim, cfg.debias, cfg.debias_entropy_weight))
         model.to(device)
         meta = {
             "train": cfg.to_dict(),
@@ -199,7 +212,7 @@ class Run:
             "selection_metric": SELECTION_METRIC[cfg.task],
             **run_record(describe_device(device)),
         }
-        return cls(Path(run_dir), cfg, shapes, model, encoder, device, vocab, meta)
+        return cls(Path(run_dir), cfg, shapes, model, encoder, device, vocab, meta, bias_model=bias_model)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> "Run":
@@ -227,14 +240,19 @@ class Run:
             raise RunError(f"{run_dir}: the run used a {shapes.text_dim}-d text encoder, "
                            f"'{cfg.text_encoder}' is {encoder.dim}-d")
         model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
-        checkpoint = load_model(run_dir / MODEL_FILE, model)
+        maci = _read_maci(run_dir, cfg)
         vocab = None
-        if cfg.counterfactual:
-            if not (run_dir / MACI_FILE).is_file():
-                raise RunError(f"{run_dir}: '{MACI_FILE}' is missing although the run uses counterfactual text")
-            vocab = _read_vocabulary(run_dir / MACI_FILE, encoder.model.config.vocab_size, cfg.task)
+        if cfg.needs_bias_vocabulary:
+            vocab = _read_vocabulary(maci, run_dir / MACI_FILE, encoder.model.config.vocab_size, cfg.task)
+        bias_model = BiasOnlyModel.from_dict(maci["bias_model"]) if cfg.selection != "plain" else None
+        cf_centre = np.asarray(maci["cf_centre"], dtype=np.float32) if cfg.cf_centre and cfg.counterfactual else None
+        if cfg.debias != "none":  # weights and the training log-prior come from the checkpoint
+            attach_bias_branch(model, BiasBranch(torch.as_tensor(vocab.token_ids), torch.zeros(shapes.num_classes),
+                                                 model.backbone.joint_dim, cfg.debias, cfg.debias_entropy_weight))
+        checkpoint = load_model(run_dir / MODEL_FILE, model)
         model.to(dev).eval()
-        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta, checkpoint)
+        return cls(run_dir, cfg, shapes, model, encoder, dev, vocab, meta, checkpoint=checkpoint,
+                   bias_model=bias_model, cf_centre=cf_centre)
 
     # ------------------------------------------------------------------ files
 
@@ -242,15 +260,27 @@ class Run:
         return self.run_dir / name
 
     def save_config(self) -> None:
-        """Write ``config.json`` (and ``maci.json`` when the run uses counterfactual text)."""
+        """Write ``config.json`` (and ``maci.json`` when the run has a bias vocabulary)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path(CONFIG_FILE), self.meta)
-        if self.bias_vocab is not None:
-            atomic_write_json(self.path(MACI_FILE), {"vocabulary": self.bias_vocab.to_dict()})
+        self._save_maci()
+
+    def _save_maci(self) -> None:
+        if self.bias_vocab is None:
+            return
+        payload: dict[str, Any] = {"vocabulary": self.bias_vocab.to_dict()}
+        if self.bias_model is not None:
+            payload["bias_model"] = self.bias_model.to_dict()
+        if self.cf_centre is not None:
+            payload["cf_centre"] = np.asarray(self.cf_centre, dtype=np.float64).tolist()
+        atomic_write_json(self.path(MACI_FILE), payload)
 
     def save_weights(self, metadata: dict[str, Any]) -> None:
-        """Write the model as ``model.safetensors`` (a frozen encoder's published weights left out)."""
+        """Write the model as ``model.safetensors`` (a frozen encoder's published weights left out), and
+        ``maci.json`` again when the checkpoint comes with its own counterfactual centre."""
         save_model(self.path(MODEL_FILE), self.model, not self.cfg.freeze_text_encoder, metadata)
+        if self.cf_centre is not None:
+            self._save_maci()
 
     # ------------------------------------------------------------------ data and inference
 
@@ -266,9 +296,21 @@ class Run:
 
     @property
     def debiaser(self) -> Debiaser:
-        """MACI's inference for this run (inactive without counterfactual text), at the run's precision."""
-        ids = None if self.bias_vocab is None else torch.as_tensor(self.bias_vocab.token_ids, device=self.device)
-        return Debiaser(self.cfg.task, ids, self.cfg.eval_batch_size, self.autocast_dtype)
+        """This run's inference: counterfactual text (inactive without it), the training log-prior of a
+        bias branch, the validation criterion; at the run's precision."""
+        cfg = self.cfg
+        ids = None
+        if cfg.counterfactual and self.bias_vocab is not None:
+            ids = torch.as_tensor(self.bias_vocab.token_ids, device=self.device)
+        branch = bias_branch_of(self.model)
+        log_prior = None if branch is None else branch.log_prior.detach().cpu().numpy()
+        return Debiaser(cfg.task, ids, cfg.eval_batch_size, self.autocast_dtype, cfg.cf_fill, cfg.cf_other_modalities,
+                        self.cf_centre, log_prior, self.bias_model, cfg.selection, cfg.selection_min_group)
+
+    def refresh_cf_centre(self, train: DeviceSplit) -> None:
+        """Recompute the counterfactual centre of the current weights on the training inputs (``cf_centre`` runs)."""
+        if self.cfg.cf_centre and self.cfg.counterfactual:
+            self.cf_centre = self.debiaser.training_centre(self.model, train)
 
     @property
     def val_tau(self) -> float:
@@ -329,9 +371,9 @@ class Run:
                               missing=missing, progress=progress)
 
 
-def _read_vocabulary(path: Path, vocab_size: int, task: str) -> BiasVocabulary:
-    """A run's ``maci.json``: the bias vocabulary, with token ids that the encoder can embed."""
-    stored = read_json(path)
+def _read_vocabulary(stored: dict[str, Any], path: Path, vocab_size: int, task: str) -> BiasVocabulary:
+    """The bias vocabulary of a run's ``maci.json`` (``stored``, read from ``path``), with token ids
+    that the encoder can embed."""
     try:
         vocab = BiasVocabulary.from_dict(stored["vocabulary"])
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -340,6 +382,23 @@ def _read_vocabulary(path: Path, vocab_size: int, task: str) -> BiasVocabulary:
     if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= vocab_size)) or vocab.task != task:
         raise RunError(f"{path}: expected 'vocabulary' with token_ids (K,) in [0, {vocab_size}) and task '{task}'")
     return vocab
+
+
+def _read_maci(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """``maci.json`` with the entries ``cfg`` needs (an empty dict when it needs none)."""
+    wanted = [name for name, needed in (("vocabulary", cfg.needs_bias_vocabulary),
+                                        ("bias_model", cfg.selection != "plain"),
+                                        ("cf_centre", cfg.cf_centre and cfg.counterfactual)) if needed]
+    if not wanted:
+        return {}
+    path = run_dir / MACI_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: missing although the run's settings need {wanted}")
+    maci = read_json(path)
+    absent = [name for name in wanted if name not in maci]
+    if absent:
+        raise RunError(f"{path}: no {absent} entry although the run's settings need it (an unfinished run?)")
+    return maci
 
 
 def load_run(run_dir: str | Path, device: str = "auto", encoder: Optional[TextEncoder] = None) -> Run:

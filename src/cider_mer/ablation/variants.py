@@ -17,8 +17,22 @@ no_wsam       w/o WSAM                   ``model_config["use_wsam"] = False``
 no_mct        w/o MCT                    ``model_config["use_mct"] = False``
 ============  =========================  ==============================================================
 
+Debiasing variants (not in Table V; docs/debiasing.md), run only when named in ``--variants``:
+
+====================  ===========================================================================
+name                  what changes
+====================  ===========================================================================
+maci_unk              ``cf_fill = "unk"`` (counterfactual filled with [UNK], as training drops words)
+maci_valid_cf         ``cf_fill = "unk"``, ``cf_other_modalities = "absent"``, ``cf_centre = True``
+maci_valid_cf_group   the three ``maci_valid_cf`` fixes and ``selection = "group_mean"``
+poe                   ``debias = "poe"``, ``counterfactual = False`` (trained bias branch, no tau)
+learned_mixin         ``debias = "learned_mixin"``, ``counterfactual = False``
+group_select          ``selection = "group_mean"`` (checkpoint and tau by group-balanced validation)
+====================  ===========================================================================
+
 A variant is defined relative to its base: when the base already switches a part off, the
-variant equals the base (the suite still runs it, so the table stays complete).
+variant equals the base (the suite still runs it, so the table stays complete); the ``maci_*``
+options change nothing on a base without counterfactual text.
 """
 
 from __future__ import annotations
@@ -75,17 +89,43 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
 
+VALID_CF = {"cf_fill": "unk", "cf_other_modalities": "absent", "cf_centre": True}
+DEBIAS_VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("maci_unk", "MACI, [UNK] counterfactual", "counterfactual text filled with [UNK] instead of [MASK]",
+            {"cf_fill": "unk"}),
+    Variant("maci_valid_cf", "MACI, valid counterfactual",
+            "[UNK] fill, audio/vision absent in the counterfactual pass, counterfactual centred on the training inputs",
+            dict(VALID_CF)),
+    Variant("maci_valid_cf_group", "MACI, valid counterfactual, group selection",
+            "the three maci_valid_cf fixes, checkpoint and tau by group-balanced validation",
+            {**VALID_CF, "selection": "group_mean"}),
+    Variant("poe", "product of experts",
+            "trained bias branch combined by product of experts; no counterfactual, no tau",
+            {"debias": "poe", "counterfactual": False}),
+    Variant("learned_mixin", "learned-mixin",
+            "trained bias branch combined by learned-mixin; no counterfactual, no tau",
+            {"debias": "learned_mixin", "counterfactual": False}),
+    Variant("group_select", "group-balanced selection",
+            "checkpoint and tau by the mean of the bias-aligned and bias-conflicting validation groups",
+            {"selection": "group_mean"}),
+)}
+ALL_VARIANT_NAMES: tuple[str, ...] = VARIANT_NAMES + tuple(DEBIAS_VARIANTS)
+
 
 def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise ConfigError(f"unknown ablation variant '{name}': expected one of {', '.join(VARIANT_NAMES)}")
-    return VARIANTS[name]
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name in DEBIAS_VARIANTS:
+        return DEBIAS_VARIANTS[name]
+    raise ConfigError(f"unknown ablation variant '{name}': expected one of {', '.join(ALL_VARIANT_NAMES)}")
 
 
 def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
-    """``None`` / ``"all"`` -> every variant in Table V order; else a comma list (or iterable) of names.
+    """``None`` / ``"all"`` -> every Table V variant in its order; else a comma list (or iterable) of
+    names, Table V variants and debiasing variants alike.
 
-    Order follows Table V, duplicates are dropped, unknown names raise ``ValueError``.
+    Order follows Table V, then the debiasing variants; duplicates are dropped, unknown names raise
+    ``ValueError``.
     """
     if spec is None:
         return list(VARIANT_NAMES)
@@ -96,7 +136,7 @@ def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
     for n in names:
         get_variant(n)
     wanted = set(names)
-    return [n for n in VARIANT_NAMES if n in wanted]
+    return [n for n in ALL_VARIANT_NAMES if n in wanted]
 
 
 def changes_text(changes: dict[str, Any]) -> str:
@@ -115,5 +155,5 @@ def changes_text(changes: dict[str, Any]) -> str:
 def describe_variants(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Rows (name, label, description, changes) for listings and reports."""
     return [{"name": v.name, "label": v.label, "description": v.description, "changes": v.changes}
-            for v in (get_variant(n) for n in (names or VARIANT_NAMES))]
+            for v in (get_variant(n) for n in (names or ALL_VARIANT_NAMES))]
 

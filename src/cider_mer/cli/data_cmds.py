@@ -123,10 +123,14 @@ def ood_split_cmd(
     seed: int = typer.Option(0, "--seed"),
     group_by_video: bool = typer.Option(False, "--group-by-video", help="Keep all clips of a video in one split."),
     report: bool = typer.Option(False, "--report", help="Measure the shift with a bag-of-words classifier."),
+    prior_shift: bool = typer.Option(False, "--prior-shift",
+                                     help="Do not stratify the test quota by class: test also carries a "
+                                          "label-prior shift (not with --group-by-video)."),
 ) -> None:
     """Re-split a dataset so that word-label correlations in test differ from train/valid."""
     from cider_mer.data.ood_split import format_summary, write_ood_split
 
-    manifest = write_ood_split(file, out, task=task, seed=seed, group_by_video=group_by_video, report=report)
+    manifest = write_ood_split(file, out, task=task, seed=seed, group_by_video=group_by_video, report=report,
+                               prior_shift=prior_shift)
     console.print(f"wrote {out} and {out}.manifest.json")
     console.print(format_summary(manifest))

@@ -20,6 +20,11 @@ Outline (details and the reasons in ``docs/ood_split.md``):
    ``N(0, noise^2)`` jitter (``noise`` 1.5). Per class, test takes the lowest keys up to its
    class quota (the pooled priors, largest-remainder rounding), valid a seeded random draw of
    its quota from the rest, train what is left.
+   With ``prior_shift`` the test quota is not stratified: keys = agreement z-scored over all
+   samples (not per class) + jitter, test takes the lowest keys of any class, so the classes whose
+   words agree less with their labels go to test more often and the split carries a label-prior
+   shift (like the authors' OOD files); valid is then a stratified random draw of the rest, so it
+   keeps train's priors.
 5. **Assignment with ``group_by_video``.** A video's key is the share of its clips that naive
    Bayes on the *other* videos' words (``log p[c] + sum_w pmi(w, c)``) classifies correctly,
    z-scored over videos + jitter (``noise`` 0.25). Test is the set of whole videos with exactly
@@ -41,6 +46,7 @@ import numpy as np
 
 from cider_mer.data.dataset import SPLITS, DatasetError, MerDataset, Split, load_dataset, save_dataset
 from cider_mer.data.labels import CLASS_NAMES, check_task, class_priors, num_classes
+from cider_mer.errors import ConfigError
 from cider_mer.io_utils import atomic_write_json
 
 __all__ = [
@@ -71,7 +77,8 @@ SCORING = (
     "class the lowest go to test at the pooled priors, valid is a seeded random draw of the rest. "
     "Videos: key = share of clips that leave-video-out naive Bayes gets right, z-scored, + noise; "
     "test = whole videos with exactly N_test clips and the lowest summed key (0/1 knapsack), "
-    "valid = random whole videos with exactly N_valid clips; train the remainder"
+    "valid = random whole videos with exactly N_valid clips; train the remainder. prior_shift: agreement "
+    "z-scored over all samples, test = the lowest keys of any class (no class quota), valid stratified"
 )
 
 
@@ -307,13 +314,20 @@ def _quotas(class_counts: np.ndarray, total: int) -> np.ndarray:
 
 def _stratified(
     keys_test: np.ndarray, keys_valid: np.ndarray, labels: np.ndarray, n_classes: int,
-    n_valid: int, n_test: int,
+    n_valid: int, n_test: int, stratify_test: bool = True,
 ) -> np.ndarray:
     """Split code per sample (0 train, 1 valid, 2 test): lowest ``keys_test`` per class go to test,
-    then lowest ``keys_valid`` per class among the rest go to valid, at the pooled class priors."""
+    then lowest ``keys_valid`` per class among the rest go to valid, at the pooled class priors.
+    ``stratify_test=False``: test takes the lowest ``keys_test`` of any class instead (its class
+    quotas are whatever that gives); valid stays stratified on the rest."""
     code = np.zeros(labels.size, dtype=np.int64)
     counts = np.bincount(labels, minlength=n_classes)
-    q_test = _quotas(counts, n_test)
+    if stratify_test:
+        q_test = _quotas(counts, n_test)
+    else:
+        idx_all = np.arange(labels.size)
+        lowest = idx_all[np.lexsort((idx_all, keys_test))][:n_test]
+        q_test = np.bincount(labels[lowest], minlength=n_classes)
     q_valid = _quotas(counts - q_test, n_valid)
     idx = np.arange(labels.size)
     for c in range(n_classes):
@@ -398,9 +412,12 @@ def _unit_index(ids: np.ndarray, group_by_video: bool) -> np.ndarray:
 
 
 def _assign(pool: _Pool, task: str, seed: int, group_by_video: bool, ood: bool,
-            alpha: float, noise: float) -> tuple[np.ndarray, dict[str, Any]]:
+            alpha: float, noise: float, prior_shift: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """(split code per pooled sample: 0 train, 1 valid, 2 test; extra info). ``ood=False`` gives
-    the IID reference of the same sizes: the same machinery on purely random keys."""
+    the IID reference of the same sizes: the same machinery on purely random keys (stratified)."""
+    if group_by_video and prior_shift:
+        raise ConfigError("prior_shift applies to the split without group_by_video (the grouped split never "
+                          "stratifies its class priors)")
     if group_by_video and pool.synthetic_ids:
         raise DatasetError(
             f"{pool.source} [key 'id']: missing: group_by_video needs the 'id' of every sample "
@@ -421,13 +438,16 @@ def _assign(pool: _Pool, task: str, seed: int, group_by_video: bool, ood: bool,
     rng_test, rng_valid = (np.random.default_rng(s) for s in ss.spawn(2))
     n_valid, n_test = pool.sizes["valid"], pool.sizes["test"]
     if not group_by_video:
+        shifted = ood and prior_shift
         if ood:
-            z = _zscore_per_class(agreement, pool.labels)
+            sd = agreement.std()
+            z = ((agreement - agreement.mean()) / (sd if sd > 0 else 1.0) if shifted
+                 else _zscore_per_class(agreement, pool.labels))
             keys_test = z + noise * rng_test.standard_normal(pool.n)
         else:
             keys_test = rng_test.random(pool.n)
         keys_valid = rng_valid.random(pool.n)
-        code = _stratified(keys_test, keys_valid, pool.labels, c_n, n_valid, n_test)
+        code = _stratified(keys_test, keys_valid, pool.labels, c_n, n_valid, n_test, stratify_test=not shifted)
     else:
         if ood:
             # a video's agreement: the share of its clips that naive Bayes on the other videos'
@@ -497,19 +517,20 @@ def _priors(labels: np.ndarray, code: np.ndarray, n_classes: int) -> dict[str, l
 
 def measure_shift(data: MerDataset, ood_code: np.ndarray | None = None, *, task: str = "binary",
                   seed: int = 0, group_by_video: bool = False, alpha: float = SMOOTHING,
-                  noise: float | None = None) -> dict[str, Any]:
+                  noise: float | None = None, prior_shift: bool = False) -> dict[str, Any]:
     """The measured effect of the re-partition: BoW accuracy (percent) on the OOD test and on an
     IID re-split of the same sizes and seed, plus the priors of the IID re-split.
 
     ``ood_code`` (0 train, 1 valid, 2 test per pooled sample, in train-valid-test order) defaults
     to the OOD assignment of ``data`` for these settings. The IID re-split is a seeded random
-    stratified draw (with ``group_by_video``: random whole videos, exact sizes by the knapsack).
+    stratified draw (with ``group_by_video``: random whole videos, exact sizes by the knapsack),
+    with or without ``prior_shift``.
     """
     task = check_task(task)
     noise = _noise(noise, group_by_video)
     pool = _Pool(data, task)
     if ood_code is None:
-        ood_code, _ = _assign(pool, task, seed, group_by_video, True, alpha, noise)
+        ood_code, _ = _assign(pool, task, seed, group_by_video, True, alpha, noise, prior_shift)
     iid_code, _ = _assign(pool, task, seed, group_by_video, False, alpha, noise)
     ood = _split_scores(pool, ood_code, task, seed)
     iid = _split_scores(pool, iid_code, task, seed)
@@ -527,10 +548,11 @@ def measure_shift(data: MerDataset, ood_code: np.ndarray | None = None, *, task:
 
 def ood_split(
     data: MerDataset, task: str = "binary", seed: int = 0, group_by_video: bool = False, *,
-    report: bool = False, alpha: float = SMOOTHING, noise: float | None = None,
+    report: bool = False, alpha: float = SMOOTHING, noise: float | None = None, prior_shift: bool = False,
 ) -> tuple[MerDataset, dict[str, Any]]:
     """Pool the three splits of ``data`` and re-assign them so that test breaks the word-label
-    correlations of train/valid; sizes are kept exactly.
+    correlations of train/valid; sizes are kept exactly. ``prior_shift``: test is not stratified by
+    class, so it also carries a label-prior shift (without ``group_by_video`` only).
 
     Returns the new dataset and its manifest (a JSON-ready dict: seed, task, group_by_video,
     source, sizes, ids per split, biased_words, priors per split, scoring, params and, with
@@ -542,7 +564,7 @@ def ood_split(
     if noise < 0 or alpha <= 0:
         raise ValueError(f"expected noise >= 0 and alpha > 0, got noise={noise}, alpha={alpha}")
     pool = _Pool(data, task)
-    code, info = _assign(pool, task, seed, group_by_video, True, alpha, noise)
+    code, info = _assign(pool, task, seed, group_by_video, True, alpha, noise, prior_shift)
     agreement = info["agreement"]
     out = _build(pool, code)
     c_n = num_classes(task)
@@ -550,6 +572,7 @@ def ood_split(
         "seed": int(seed),
         "task": task,
         "group_by_video": bool(group_by_video),
+        "prior_shift": bool(prior_shift),
         "source": Path(data.path).name if data.path else None,
         "sizes": {name: out[name].n for name in SPLITS},
         "ids": {name: out[name].ids.tolist() for name in SPLITS},
@@ -572,13 +595,14 @@ def ood_split(
         manifest["videos"] = {name: int(np.unique(info["units"][code == k]).size) for k, name in enumerate(SPLITS)}
     if report:
         manifest["shift"] = measure_shift(data, code, task=task, seed=seed, group_by_video=group_by_video,
-                                          alpha=alpha, noise=noise)
+                                          alpha=alpha, noise=noise, prior_shift=prior_shift)
     return out, manifest
 
 
 def write_ood_split(
     in_path: str | Path, out_path: str | Path, task: str = "binary", seed: int = 0,
     group_by_video: bool = False, report: bool = False, *, alpha: float = SMOOTHING, noise: float | None = None,
+    prior_shift: bool = False,
 ) -> dict[str, Any]:
     """Load ``in_path``, re-partition it (:func:`ood_split`), write ``out_path`` (a normal dataset
     file) and ``str(out_path) + '.manifest.json'``, both atomically; return the manifest."""
@@ -586,7 +610,7 @@ def write_ood_split(
         raise DatasetError(f"{out_path}: the output must differ from the input file")
     data = load_dataset(in_path)
     out, manifest = ood_split(data, task=task, seed=seed, group_by_video=group_by_video, report=report,
-                              alpha=alpha, noise=noise)
+                              alpha=alpha, noise=noise, prior_shift=prior_shift)
     manifest["source"] = Path(in_path).name
     save_dataset(out, out_path)
     atomic_write_json(manifest_path(out_path), manifest)
@@ -598,7 +622,7 @@ def format_summary(manifest: dict[str, Any]) -> str:
     classes = manifest.get("classes") or CLASS_NAMES[manifest["task"]]
     lines = [
         f"OOD re-partition of {manifest.get('source')} (task {manifest['task']}, seed {manifest['seed']}, "
-        f"group_by_video={manifest['group_by_video']})",
+        f"group_by_video={manifest['group_by_video']}, prior_shift={manifest.get('prior_shift', False)})",
         "sizes: " + ", ".join(f"{k} {v}" for k, v in manifest["sizes"].items()),
     ]
     for name, pri in manifest["priors"].items():

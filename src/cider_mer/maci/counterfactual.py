@@ -10,8 +10,9 @@ its C classes) over every class that has word-pieces. Of the biased
 words, the ``top_k`` = 100 most frequent overall (ties: lower id first) are kept.
 
 Counterfactual text: special tokens and biased word-pieces stay, every other real token becomes
-``[MASK]``; padding, attention mask and segment ids are unchanged. Applied to the *incomplete*
-text, missing tokens stay ``[UNK]``.
+``[MASK]`` (the paper) or, with ``fill="unk"``, ``[UNK]`` (what training missingness uses, so the
+counterfactual is an input the model has seen); padding, attention mask and segment ids are
+unchanged. Applied to the *incomplete* text, missing tokens stay ``[UNK]``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from cider_mer.data.dataset import Split
-from cider_mer.text.encoder import MASK_ID, SPECIAL_IDS
+from cider_mer.text.encoder import MASK_ID, SPECIAL_IDS, UNK_ID
+
+CF_FILL_IDS = {"mask": MASK_ID, "unk": UNK_ID}
 
 
 @dataclass
@@ -70,8 +73,12 @@ def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshol
     return BiasVocabulary(order.astype(np.int64), counts[order], freq[order], cv[order], task)
 
 
-def counterfactual_ids(text_ids: torch.Tensor, text_mask: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Tensor:
-    """(B, L) ids -> counterfactual ids: specials and biased ids kept, other real tokens [MASK]."""
+def counterfactual_ids(text_ids: torch.Tensor, text_mask: torch.Tensor, vocab_ids: torch.Tensor,
+                       fill: str = "mask") -> torch.Tensor:
+    """(B, L) ids -> counterfactual ids: specials and biased ids kept, other real tokens ``[MASK]``
+    (``fill="mask"``, the paper) or ``[UNK]`` (``fill="unk"``)."""
+    if fill not in CF_FILL_IDS:
+        raise ValueError(f"fill must be one of {tuple(CF_FILL_IDS)}, got '{fill}'")
     keep = torch.isin(text_ids, vocab_ids) | torch.isin(text_ids, torch.tensor(SPECIAL_IDS, device=text_ids.device))
     real = text_mask.bool()
-    return torch.where(real & ~keep, torch.full_like(text_ids, MASK_ID), text_ids)
+    return torch.where(real & ~keep, torch.full_like(text_ids, CF_FILL_IDS[fill]), text_ids)

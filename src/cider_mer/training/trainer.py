@@ -8,8 +8,10 @@ Per batch, with a fresh training missing mask:
   the backbone's own objective terms), step;
 - **own objective** (``cfg.mssd`` false): one step on the incomplete pass's task loss plus the
   backbone's objective terms (fed a complete pass too when the backbone asks for one).
-The task loss is NLL of the head's log-probabilities, or L1 of the score for ``regression``.
-The test split is never read here.
+The task loss is NLL of the head's log-probabilities, or L1 of the score for ``regression``; with a
+trained bias branch (``cfg.debias``) it is the branch's combined loss (:mod:`cider_mer.debias.poe`).
+The checkpoint is chosen by the run's validation criterion (``cfg.selection``, logged as
+``val_selection`` with the bias groups' sizes and metrics). The test split is never read here.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from cider_mer.checkpoint import load_resume, save_resume
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import SELECTION_METRIC, is_regression
+from cider_mer.debias.poe import bias_branch_of
 from cider_mer.io_utils import atomic_write_text, command_line, read_json
 from cider_mer.locks import Claim, claim_dir
 from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
-from cider_mer.models.interface import EpochPlan, KeepMasks, MerModel, ModelInputs, ObjectiveBatch, TaskLoss
+from cider_mer.models.interface import (EpochPlan, KeepMasks, MerModel, ModelInputs, ModelOutput, ObjectiveBatch,
+                                        TaskLoss)
 from cider_mer.runs import (
     CONFIG_FILE,
     LOG_FILE,
@@ -86,6 +90,15 @@ def head_loss(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.nll_loss(outputs.float(), labels)
 
 
+def task_loss(model: MerModel, task: str, out: ModelOutput, inputs: ModelInputs, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`head_loss` of one pass, or with the model's trained bias branch its combined loss on
+    the pass's own text (``inputs``)."""
+    branch = bias_branch_of(model)
+    if branch is None:
+        return head_loss(task, out.log_probs, labels)
+    return branch.training_loss(out.log_probs, out.joint, inputs.text_ids, inputs.text_mask, labels)
+
+
 def raw_output_loss(task: str) -> TaskLoss:
     """The task loss of raw outputs (auxiliary heads): cross-entropy of logits, or L1 of scores."""
     if is_regression(task):
@@ -131,17 +144,17 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
     optimizer.zero_grad(set_to_none=True)
     with _autocast(inputs, autocast_dtype):
         complete = model(inputs)
-        task_loss = head_loss(cfg.task, complete.log_probs, labels)
-    task_loss.backward()
+        complete_loss = task_loss(model, cfg.task, complete, inputs, labels)
+    complete_loss.backward()
     optimizer.step()
-    logs["loss_complete"] = task_loss.detach()
+    logs["loss_complete"] = complete_loss.detach()
     optimizer.zero_grad(set_to_none=True)  # the reference code forgets this: stage-1 grads leak
     # Training masks drop tokens in practically every batch: always re-encode the incomplete text (no host sync
     # is spent checking whether the cached complete-text features could be reused).
     inputs_m = apply_missing(inputs.replace(text_features=None), keep)
     with _autocast(inputs, autocast_dtype):
         missing = model(inputs_m, need_recon="recon" in weights)
-        loss = head_loss(cfg.task, missing.log_probs, labels)
+        loss = task_loss(model, cfg.task, missing, inputs_m, labels)
         logs["loss_missing"] = loss.detach()
         if "recon" in weights:
             term = losses.reconstruction_loss(missing, complete, inputs, dropped_masks(inputs, keep))
@@ -173,7 +186,7 @@ def objective_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: Mo
     with _autocast(inputs, autocast_dtype):
         complete = model.backbone(inputs) if model.backbone.needs_complete_pass else None
         missing = model(inputs_m)
-        loss = head_loss(cfg.task, missing.log_probs, labels)
+        loss = task_loss(model, cfg.task, missing, inputs_m, labels)
         logs["loss_missing"] = loss.detach()
         loss = _add_objective_terms(model, loss, logs, ObjectiveBatch(
             missing.backbone, complete, inputs, inputs_m, keep, labels, raw_output_loss(cfg.task), model.head))
@@ -241,14 +254,19 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
     return sums, n_batches
 
 
-def validate(run: Run, valid: DeviceSplit) -> dict[str, float]:
-    """Complete-data validation: metrics at the tau chosen on this validation split."""
+def validate(run: Run, valid: DeviceSplit, train: Optional[DeviceSplit] = None) -> dict[str, Any]:
+    """Complete-data validation: metrics at the tau chosen on this validation split, and the run's
+    criterion (``val_selection``). ``train`` (inputs only, no labels) refreshes a centred counterfactual."""
+    if train is not None:
+        run.refresh_cf_centre(train)
     debiaser = run.debiaser
     tau, pred = debiaser.tune(run.model, valid)
     labels = valid.labels.cpu().numpy()
-    out = {f"val_{k}": v for k, v in task_metrics(run.cfg.task, debiaser.scores(pred, tau), labels).items()}
+    scores = debiaser.scores(pred, tau)
+    out: dict[str, Any] = {f"val_{k}": v for k, v in task_metrics(run.cfg.task, scores, labels).items()}
     out["val_loss"] = float(head_loss(run.cfg.task, torch.as_tensor(pred.log_probs), torch.as_tensor(labels)).item())
     out["val_tau"] = tau
+    out.update(debiaser.select(scores, pred, labels).log_row())
     return out
 
 
@@ -257,7 +275,7 @@ class TrainState:
     """The trainer's bookkeeping, saved with the resume state after every epoch."""
 
     epoch: int = 0  # last completed epoch
-    best_value: Optional[float] = None  # best validation selection metric so far
+    best_value: Optional[float] = None  # best validation criterion (val_selection) so far
     best_epoch: int = 0
     bad_epochs: int = 0  # selectable epochs since the last improvement (early stopping)
     stopped_early: bool = False
@@ -338,17 +356,19 @@ def _run_epoch(run: Run, optimizer, splits: tuple[DeviceSplit, DeviceSplit], rng
         kept = f"model.safetensors keeps epoch {state.best_epoch}" if state.best_epoch else "no model was saved"
         raise RunError(f"{run.run_dir}: training diverged at epoch {epoch}: the mean training loss is {row['loss']} "
                        f"(try a lower lr / encoder_lr, or precision fp32); {kept}")
-    row.update(validate(run, splits[1]))
-    value = row[f"val_{metric}"]
+    row.update(validate(run, splits[1], splits[0]))
+    value = row["val_selection"]
     improved = plan.selectable and state.improves(value, metric)
     if improved:
         state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-        run.save_weights({"epoch": epoch, f"val_{metric}": value, "val_tau": row["val_tau"]})
+        run.save_weights({"epoch": epoch, f"val_{metric}": row[f"val_{metric}"], "val_selection": value,
+                          "val_tau": row["val_tau"]})
     elif plan.selectable:
         state.bad_epochs += 1
     state.epoch, state.stopped_early = epoch, state.bad_epochs >= run.cfg.patience
     state.log.append(row)
-    line = (f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {value:.2f}  tau {row['val_tau']:.1f}  "
+    line = (f"epoch {epoch:3d}  loss {row['loss']:.4f}  val {metric} {row[f'val_{metric}']:.2f}  "
+            f"selection {value:.2f} ({row['val_selection_criterion']})  tau {row['val_tau']:.1f}  "
             f"({row['train_seconds']:.1f}s){' *' if improved else ''}")
     log.info(line)
     if progress:

@@ -152,7 +152,8 @@ def _claim_run_dir(ctx: TrialContext, trial: optuna.Trial) -> Path:
 
 
 class _EpochWatch:
-    """The trainer's epoch callback: reports each validation value to the pruner and keeps the best."""
+    """The trainer's epoch callback: reports each epoch's validation criterion (``val_selection``: the
+    selection metric, or its group-balanced form with ``selection``) to the pruner and keeps the best."""
 
     def __init__(self, trial: optuna.Trial, metric: str, hook: Optional[EpochHook]) -> None:
         self.trial, self.metric, self.hook = trial, metric, hook
@@ -161,7 +162,7 @@ class _EpochWatch:
     def __call__(self, epoch: int, row: dict[str, float]) -> None:
         import optuna
 
-        value = float(row[f"val_{self.metric}"])
+        value = float(row["val_selection"])
         self.last = epoch
         if value > self.best:
             self.best, self.best_epoch = value, epoch
@@ -169,7 +170,8 @@ class _EpochWatch:
         if self.hook is not None:
             self.hook(self.trial.number, epoch, row)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val {self.metric} {value:.2f})")
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val {self.metric}, {row['val_selection_criterion']} "
+                                     f"criterion, {value:.2f})")
 
 
 def _train(ctx: TrialContext, trial: optuna.Trial, cfg: TrainConfig, run_dir: Path, key: Optional[tuple]) -> Outcome:
