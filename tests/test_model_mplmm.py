@@ -400,3 +400,14 @@ def test_maci_head_on_the_joint(num_classes):
                                                      (False, True, True)]))
         assert out.log_probs.shape == (3, num_classes)
         torch.testing.assert_close(out.log_probs.exp().sum(-1), torch.ones(3))
+
+
+def test_a_run_too_short_to_leave_pre_training_is_refused():
+    """Stage-1 epochs are never selected, so a run that never leaves them would save no model."""
+    from cider_mer.config import TrainConfig
+    from cider_mer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"epochs must be >= 41 for model 'mplmm'.*got 40"):
+        TrainConfig(model="mplmm", epochs=40)
+    assert TrainConfig(model="mplmm", epochs=41).model_config.first_selectable_epoch == 41
+    assert TrainConfig(model="mplmm", epochs=3, model_config={"pretrain_epochs": 2}).epochs == 3

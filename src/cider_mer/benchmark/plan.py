@@ -103,11 +103,14 @@ def _names(spec: Optional[str | Sequence[str]], what: str) -> list[str]:
 def row_config(base: TrainConfig, model: str, maci: bool) -> TrainConfig:
     """``base``'s run-level settings for ``model`` (its registered defaults unless ``base`` is that
     model already), with MACI on or off; MPLMM's pre-training cut to fit the epochs."""
-    cfg = base.with_overrides(model=model)
-    cfg = dataclasses.replace(cfg, head="mcm" if maci else "linear", counterfactual=maci)
+    changes: dict = {}
     if model == "mplmm":
-        pre = min(cfg.model_config.pretrain_epochs, MPLMM_PRETRAIN_CAP, cfg.epochs // 2)
-        cfg = cfg.with_overrides(model_config={"pretrain_epochs": pre})
+        from cider_mer.models.registry import make_config
+
+        pre = (base.model_config if base.model == "mplmm" else make_config("mplmm", None)).pretrain_epochs
+        changes["model_config"] = {"pretrain_epochs": min(pre, MPLMM_PRETRAIN_CAP, base.epochs // 2)}
+    cfg = base.with_overrides(model=model, **changes)
+    cfg = dataclasses.replace(cfg, head="mcm" if maci else "linear", counterfactual=maci)
     return TrainConfig.from_dict(cfg.to_dict())  # validated again (e.g. MACI and regression)
 
 

@@ -1,7 +1,7 @@
 """LNLN (Zhang, Wang, Yu; NeurIPS 2024): Language-dominated Noise-resistant Learning Network.
 
-"Towards Robust Multimodal Sentiment Analysis with Incomplete Data", re-implemented from the notes
-(``shared/design/baselines/mplmm_lnln_emt_dlfr.md`` §2, Haoyu-ha/LNLN@80a052c). Every block is a
+"Towards Robust Multimodal Sentiment Analysis with Incomplete Data", re-implemented from facts
+of the authors' released code (Haoyu-ha/LNLN@80a052c). Every block is a
 ViT-style pre-LN transformer with ``dim_head`` fixed at 64 (inner width heads * 64 = 512 at the
 defaults, whatever the model width H), three separate LayerNorms for the query, key and value of each
 attention, bias-free q/k/v projections, a biased output projection and a GELU feed-forward

@@ -194,6 +194,11 @@ class MplmmConfig:
         validate_fields(self)
         check_divides(self, "heads", "hidden")
 
+    @property
+    def first_selectable_epoch(self) -> int:
+        """Stage-1 epochs are never selected: a run needs at least ``pretrain_epochs + 1`` epochs."""
+        return self.pretrain_epochs + 1
+
 
 class MLPLayer(nn.Module):
     """Conv1d(k=1, bias) + GELU on a channels-first tensor (N, C_in, T) -> (N, C_out, T)."""
