@@ -127,11 +127,11 @@ class TrainConfig:
             raise exc.within("model_config") from None
         if self.mssd is None:
             self.mssd = get_spec(self.model).mssd_default
-        first = getattr(self.model_config, "first_selectable_epoch", 1)  # a backbone with a stage that is never selected
+        first = getattr(self.model_config, "first_selectable_epoch", 1)  # after a stage that is never selected
         if self.epochs < first:
-            raise ConfigError(f"epochs must be >= {first} for model '{self.model}' (its first {first - 1} epochs are "
-                              f"a pre-training stage that is never selected), got {self.epochs}; raise epochs or shorten "
-                              "the model's pre-training stage")
+            raise ConfigError(f"epochs must be >= {first} for model '{self.model}' (its first {first - 1} epochs "
+                              f"are a pre-training stage that is never selected), got {self.epochs}; raise epochs "
+                              "or shorten the model's pre-training stage")
         if is_regression(self.task) and (self.head == "mcm" or self.counterfactual):
             raise ConfigError(f"MACI needs classes: with task '{self.task}' use head 'linear' and counterfactual "
                               "false (--no-maci)")

@@ -19,8 +19,9 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume); one "
                                                 "process at a time writes it."),
     task: Optional[str] = typer.Option(None, "--task",
-                                       help="binary (3-class training), seven or regression (MOSI-style scores); sims_binary or "
-                                       "sims_regression (CH-SIMS files); emotion (class-named files). Default binary."),
+                                       help="binary (3-class training), seven or regression (MOSI-style scores); "
+                                       "sims_binary or sims_regression (CH-SIMS files); emotion (class-named "
+                                       "files). Default binary."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered model (see `cider models`). Default cider."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: TrainConfig.epochs)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation (default: TrainConfig.patience)."),

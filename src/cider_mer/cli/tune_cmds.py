@@ -14,8 +14,8 @@ def tune_cmd(
                                                  "best_config.json."),
     trials: int = typer.Option(..., "--trials", help="TOTAL finished trials wanted in the study; re-running with a "
                                                      "larger number continues it."),
-    task: Optional[str] = typer.Option(None, "--task", help="a task of the file's label convention, e.g. binary, seven, sims_binary or emotion "
-                                       "(default: the config's, else binary)."),
+    task: Optional[str] = typer.Option(None, "--task", help="a task of the file's label convention, e.g. binary, "
+                                       "seven, sims_binary or emotion (default: the config's, else binary)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study database, e.g. "
                                           "postgresql://user:pw@host:5432/db to share one study among many workers "
                                           "(default sqlite:///OUT/study.db)."),
