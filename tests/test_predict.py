@@ -250,6 +250,23 @@ def test_debiasing_reads_the_stored_validation_tau(env, tmp_path):
         predict_dataset(load_run(run_dir, device="cpu"), load_dataset(env["data"]), "test")
 
 
+def test_debiasing_options_reach_predictions(env, tmp_path):
+    """A run with the valid counterfactual (centred) and a trained bias branch predicts as the run's
+    own Debiaser scores: the training log-prior added back, the centred subtraction at the stored tau."""
+    data = load_dataset(env["data"])
+    run_dir = train_tiny(data, env["bert"], tmp_path / "run", cf_fill="unk", cf_other_modalities="absent",
+                         cf_centre=True, debias="poe")
+    run = load_run(run_dir, device="cpu")
+    assert run.cf_centre is not None and run.debiaser.log_prior is not None
+    run.save_weights({"epoch": 1, "val_tau": 0.6})
+    run = load_run(run_dir, device="cpu")
+    table = predict_dataset(run, data, "test")
+    ref = run.predict(data, "test")
+    assert np.allclose(table.scores, ref.log_probs, atol=1e-5)
+    assert np.allclose(table.debiased_scores, run.debiaser.scores(ref, 0.6), atol=1e-5)
+    assert not np.allclose(table.debiased_scores, debias(ref.log_probs, ref.cf_log_probs, 0.6), atol=1e-4)
+
+
 def test_aligned_run_takes_one_frame_per_token(env, tmp_path):
     """Aligned runs: frames are per token position (window L), valid as far as the text goes."""
     from cider_mer.data.dataset import dataset_from_dict, save_dataset

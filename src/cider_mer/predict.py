@@ -218,9 +218,9 @@ def _predict(run: "Run", split: DeviceSplit, keep: Optional[KeepMasks], ids: np.
         scores[i] = part.log_probs
         if cf is not None:
             cf[i] = part.cf_log_probs
-    debiased = None if cf is None else np.asarray(debias(scores, cf, tau), dtype=np.float32)
-    return PredictionTable(run.cfg.task, tuple(run.class_names), np.asarray(ids, dtype=object), scores, _presence(split, keep),
-                           debiased, tau, labels)
+    debiased = None if cf is None else np.asarray(debias(scores, cf, tau, debiaser.cf_centre), dtype=np.float32)
+    return PredictionTable(run.cfg.task, tuple(run.class_names), np.asarray(ids, dtype=object), scores,
+                           _presence(split, keep), debiased, tau, labels)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
