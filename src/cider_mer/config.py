@@ -17,6 +17,7 @@ from cider_mer.errors import ConfigError
 
 HEADS = ("mcm", "linear")
 PRECISIONS = ("fp32", "bf16")
+DATA_PLACEMENTS = ("auto", "always", "never")
 
 
 @dataclass
@@ -59,6 +60,9 @@ class TrainConfig:
     length_buckets: bool = False
     seed: int = 1111
     device: str = "auto"
+    # Where the splits' frames live: "auto" (resident when they fit, see cider_mer.batches), "always"
+    # (held whole on the device) or "never" (each batch gathered from host/memory-mapped arrays).
+    data_on_device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
 
@@ -78,6 +82,8 @@ class TrainConfig:
                               "false (--no-maci)")
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, got '{self.head}'")
+        if self.data_on_device not in DATA_PLACEMENTS:
+            raise ConfigError(f"data_on_device must be one of {DATA_PLACEMENTS}, got '{self.data_on_device}'")
         if self.train_missing not in TRAIN_SCHEMES:
             raise ConfigError(f"train_missing must be one of {TRAIN_SCHEMES}, got '{self.train_missing}'")
         for name in ("precision", "encoder_precision"):
