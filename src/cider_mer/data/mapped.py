@@ -360,7 +360,7 @@ def _scan(path: Path, offset: int, entry: dict[str, Any], check: Optional[Finite
     """Read a file once in chunks: verify its SHA-256 (and the finiteness rule with ``check``)."""
     shape, dtype = entry["shape"], np.dtype(entry["dtype"])
     row = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize if len(shape) > 1 else dtype.itemsize
-    step_rows = row_chunks(shape[0], row).step
+    step_rows = max(1, min(row_chunks(shape[0], row).step, shape[0]))
     buf = bytearray(step_rows * row)
     h = hashlib.sha256()
     with open(path, "rb") as f:
