@@ -68,7 +68,9 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Report directory."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (tau is chosen on 'valid')."),
     missing_mode: str = typer.Option("RMFM", "--missing-mode", help="RMFM, RMFM_same, RMM, TMFM, STMFM or SMM."),
-    rates: str = typer.Option("0:1:0.1", "--rates", help="start:stop:step or a list."),
+    rates: str = typer.Option("0:1:0.1", "--rates",
+                              help="start:stop:step or a list; RMFM_same also takes text/audio/vision points "
+                                   "such as 0.1/0.5/0.7,0.2/0.6/0.8."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Evaluation seeds (masks)."),
     oracle_tau: bool = typer.Option(False, "--oracle-tau", help="Choose tau on the evaluated labels (labelled)."),
     device: str = typer.Option("auto", "--device"),
@@ -81,7 +83,8 @@ def eval_cmd(
     from cider_mer.runs import Run
 
     results = evaluate(Run.load(run, device=device), load_dataset(data), split=split, mode=missing_mode,
-                       rates=parse_rates(rates), seeds=parse_seeds(seeds), oracle_tau=oracle_tau, progress=not quiet)
+                       rates=parse_rates(rates, per_modality=True), seeds=parse_seeds(seeds), oracle_tau=oracle_tau,
+                       progress=not quiet)
     paths = write_report(results, out)
     console.print(markdown_table(results, CONSOLE_METRICS[results.task]))
     console.print(f"tau selection: {results.tau_selection}; report in {paths['md'].parent}")
