@@ -186,7 +186,8 @@ def table(rows: list[dict], args) -> str:
                          f"{r['run_s'] / max(r['epochs'], 1):.0f} s/epoch with validation; load {r['load_s']} s")
         if "eval_s" in r:
             notes.append(f"protocol {r['eval_s']:.0f} s; load {r['load_s']} s")
-        lines.append(f"| {r['form']} | {r['step']} | {r['peak_rss_gib']:.2f} | {r['wall_s']:.0f} | {'; '.join(notes)} |")
+        lines.append(f"| {r['form']} | {r['step']} | {r['peak_rss_gib']:.2f} | {r['wall_s']:.0f} | "
+                     f"{'; '.join(notes)} |")
     return "\n".join(lines)
 
 
@@ -197,6 +198,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--pickle-scale", type=float, default=0.125, help="size of the pickle compared")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--forms", default="small,full",
+                    help="small: pickle vs mapped at --pickle-scale (with convert); full: mapped at --scale")
+    ap.add_argument("--reuse", action="store_true", help="keep a mapped dataset already generated in --work")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--doc", type=Path, default=None, help="refresh the data-scale table in this Markdown file")
     ap.add_argument("--step", choices=("generate", "pickle", "convert", "train", "eval"), help=argparse.SUPPRESS)
@@ -216,11 +220,17 @@ def main(argv=None) -> dict:
     def run(form, name, extra):
         rows.append({"form": form, **measure(name, ["--step", name, *common, *extra])})
 
-    run(f"mapped ({args.scale:g})", "generate", ["--data", str(full), "--scale", str(args.scale)])
-    run(f"pickle ({args.pickle_scale:g})", "pickle", ["--data", str(pkl), "--scale", str(args.pickle_scale)])
-    run(f"pickle -> mapped ({args.pickle_scale:g})", "convert", ["--data", str(pkl), "--run", str(small)])
-    for form, data in ((f"pickle ({args.pickle_scale:g})", pkl), (f"mapped ({args.pickle_scale:g})", small),
-                       (f"mapped ({args.scale:g})", full)):
+    forms = set(args.forms.split(","))
+    trained = []
+    if not (args.reuse and full.is_dir()):
+        run(f"mapped ({args.scale:g})", "generate", ["--data", str(full), "--scale", str(args.scale)])
+    if "small" in forms:
+        run(f"pickle ({args.pickle_scale:g})", "pickle", ["--data", str(pkl), "--scale", str(args.pickle_scale)])
+        run(f"pickle -> mapped ({args.pickle_scale:g})", "convert", ["--data", str(pkl), "--run", str(small)])
+        trained += [(f"pickle ({args.pickle_scale:g})", pkl), (f"mapped ({args.pickle_scale:g})", small)]
+    if "full" in forms:
+        trained.append((f"mapped ({args.scale:g})", full))
+    for form, data in trained:
         run_dir = work / f"run_{Path(data).stem}_{Path(data).suffix.strip('.') or 'mm'}"
         if run_dir.exists():
             import shutil

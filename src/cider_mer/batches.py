@@ -81,12 +81,15 @@ class HostRows:
         rows = idx if self.rows is None else self.rows[idx]
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
-        shape = (len(rows), *self.array.shape[1:])
-        pin = self.device.type == "cuda"
-        host = torch.empty(shape, dtype=torch.float32, pin_memory=pin)
-        np.take(self.array, ordered, axis=0, out=host.numpy())
+        if len(ordered) and (ordered[0] < 0 or ordered[-1] >= len(self.array)):
+            raise IndexError(f"rows {ordered[0]}..{ordered[-1]} outside an array of {len(self.array)}")
+        if self.device.type == "cuda":  # into pinned memory, sent without waiting
+            host = torch.empty((len(rows), *self.array.shape[1:]), dtype=torch.float32, pin_memory=True)
+            np.take(self.array, ordered, axis=0, out=host.numpy(), mode="clip")  # bounds checked above
+            out = host.to(self.device, non_blocking=True)
+        else:
+            out = torch.from_numpy(np.ascontiguousarray(self.array[ordered], dtype=np.float32))
         release_pages(self.array, ordered)
-        out = host.to(self.device, non_blocking=pin)
         if not np.array_equal(order, np.arange(len(order))):
             inverse = np.empty_like(order)
             inverse[order] = np.arange(len(order))

@@ -6,8 +6,9 @@ points), ``points`` (rates, ``t0.1/a0.5/v0.7`` per-modality points or SMM subset
 ``modality_rates`` (only for per-modality points: [text, audio, vision] per point), ``seeds`` (mask
 seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`` per point and ``per_seed`` [seed][point], in
 percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME -> float; only with >= 2 numeric
-rates, or >= 2 per-modality points on one axis, integrated over their mean rate), ``tau_selection`` (how tau was chosen, in words), ``tau``
-(``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
+rates, or >= 2 per-modality points on one axis, integrated over their mean rate),
+``tau_selection`` (how tau was chosen, in words), ``tau`` (``mean`` per point and ``per_seed``; or,
+for the labelled oracle, NAME -> mean tau per point),
 ``config`` (the run's settings), ``run_dir``, ``data``, ``versions``, ``seconds``.
 """
 
