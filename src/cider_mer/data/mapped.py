@@ -96,7 +96,10 @@ def is_mapped(arr: np.ndarray) -> bool:
     return _mapping(arr) is not None
 
 
-_FAULT_AROUND = 64 << 10  # the kernel maps up to 64 KiB around a faulting page
+# A read fault maps more than its own page (the kernel's fault-around and read-around of file
+# mappings): releasing a margin around each range keeps those pages from piling up. Measured on
+# MOSEI-shaped audio (148 KB rows, batches of 128): 64 KiB margins left ~2.4 MB per batch mapped, 1 MiB none.
+_MAP_AROUND = 1 << 20
 
 
 def release_pages(arr: np.ndarray, rows: Optional[np.ndarray] = None) -> None:
@@ -121,8 +124,8 @@ def release_pages(arr: np.ndarray, rows: Optional[np.ndarray] = None) -> None:
         ends = np.concatenate([rows[breaks], rows[-1:]]) + 1
         spans = zip(starts.tolist(), ends.tolist())
     for lo, hi in spans:
-        a = max(0, (begin + lo * row - _FAULT_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE)
-        b = min(len(mm), begin + hi * row + _FAULT_AROUND)
+        a = max(0, (begin + lo * row - _MAP_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE)
+        b = min(len(mm), begin + hi * row + _MAP_AROUND)
         if b > a:
             mm.madvise(mmap.MADV_DONTNEED, a, b - a)
 
