@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cider_mer.config import DATA_PLACEMENTS
-from cider_mer.data.dataset import Split
+from cider_mer.data.dataset import Split, row_chunks
 from cider_mer.data.mapped import is_mapped, release_pages
 from cider_mer.errors import ConfigError
 from cider_mer.models.interface import ModelInputs
@@ -68,14 +68,6 @@ class HostRows:
     def __init__(self, array: np.ndarray, device: torch.device, rows: Optional[np.ndarray] = None):
         self.array, self.device, self.rows = array, torch.device(device), rows
 
-    @property
-    def n(self) -> int:
-        return len(self.array) if self.rows is None else len(self.rows)
-
-    @property
-    def nbytes(self) -> int:
-        return self.n * self.array[0].nbytes if len(self.array) else 0
-
     def gather(self, idx: np.ndarray) -> torch.Tensor:
         """(B, ...) tensor on the device of samples ``idx`` (in that order)."""
         rows = idx if self.rows is None else self.rows[idx]
@@ -103,14 +95,18 @@ class HostRows:
 Frames = Union[torch.Tensor, HostRows]
 
 
-def _on_device(array: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """A tensor of ``array`` on ``device``; a memory-mapped array is copied (its pages then released)."""
-    if is_mapped(array):
-        tensor = torch.from_numpy(np.array(array, copy=True))
-        release_pages(array)
-    else:
-        tensor = torch.as_tensor(array)
-    return tensor.to(device=device, dtype=dtype)
+def _on_device(array: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor of ``array`` on ``device``. A memory-mapped array is copied over in chunks of about
+    64 MiB (its pages released after each), so no second host copy of the split is made."""
+    if not is_mapped(array):
+        return torch.as_tensor(array).to(device=device, dtype=dtype)
+    out = torch.empty(array.shape, dtype=dtype, device=device)
+    step = row_chunks(len(array), array[0].nbytes if len(array) else 1).step
+    for start in range(0, len(array), step):
+        stop = min(start + step, len(array))
+        out[start:stop] = torch.from_numpy(np.array(array[start:stop])).to(device=device, dtype=dtype)
+        release_pages(array, np.arange(start, stop))
+    return out
 
 
 @dataclass
