@@ -29,6 +29,7 @@ HEADS = ("mcm", "linear")
 PRECISIONS = ("fp32", "bf16")
 TRAIN_SCHEMES = ("per_sample", "per_position")  # how training draws missing positions (see cider_mer.missing)
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+DATA_PLACEMENTS = ("auto", "always", "never")  # where a split's arrays live (see cider_mer.batches)
 # Debiasing options (docs/debiasing.md); the defaults are the paper's MACI ("maci_paper").
 SELECTIONS = ("plain", "group_mean", "worst_group")
 CF_FILLS = ("mask", "unk")
@@ -68,6 +69,7 @@ class TrainConfig:
         "debias_entropy_weight": NON_NEGATIVE,
         "selection": one_of(*SELECTIONS),
         "selection_min_group": AT_LEAST_1,
+        "data_on_device": one_of(*DATA_PLACEMENTS),
     }
 
     task: str = "binary"
@@ -114,6 +116,9 @@ class TrainConfig:
     length_buckets: bool = False
     seed: int = 1111
     device: str = "auto"
+    # Where the splits' frames live: "auto" (resident when they fit, see cider_mer.batches), "always"
+    # (held whole on the device) or "never" (each batch gathered from host/memory-mapped arrays).
+    data_on_device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
 

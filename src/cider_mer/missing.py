@@ -10,7 +10,10 @@ Evaluation modes, at rate r:
 ========== ========================================================================================
 RMFM       every valid position of [text, audio, vision] dropped i.i.d. with probability r
 RMFM_same  per-modality rates (r_l, r_a, r_v), i.i.d. within each modality ("traditional RMFM");
-           with equal rates and the same seed it gives exactly the RMFM masks (same distribution)
+           with equal rates and the same seed it gives exactly the RMFM masks (same distribution).
+           The only mode that takes per-modality points (``--rates 0.1/0.5/0.7``, MissBench's
+           imbalanced missingness): RMFM and RMM define one rate for all modalities, TMFM/STMFM
+           share one time mask across modalities, and SMM's subsets are points of their own
 RMM        each modality of each sample dropped whole with probability r
 TMFM       one time mask shared by all three modalities (aligned data only)
 STMFM      one contiguous block of round((len-2)*r) steps shared by all modalities (aligned only)
@@ -72,6 +75,30 @@ def check_mode(mode: str, aligned: bool) -> str:
             "this dataset is unaligned (it has audio_lengths/vision_lengths). Use RMFM, RMFM_same, RMM or SMM."
         )
     return mode
+
+
+PER_MODALITY_MODES = frozenset({"RMFM_same"})
+
+
+def check_modality_rates(mode: str, rates: Sequence[float]) -> tuple[float, float, float]:
+    """A per-modality point (r_l, r_a, r_v) of ``mode``: three rates in [0, 1], RMFM_same only."""
+    if mode not in PER_MODALITY_MODES:
+        raise MissingModeError(f"per-modality rates (text/audio/vision, e.g. 0.1/0.5/0.7) are defined for "
+                               f"{', '.join(sorted(PER_MODALITY_MODES))} only, not for {mode}: its masks use one "
+                               "rate for all modalities")
+    if len(rates) != 3:
+        raise MissingModeError(f"per-modality rates need three values (text/audio/vision), got {len(rates)}")
+    return tuple(_check_rate(r, "rate") for r in rates)  # type: ignore[return-value]
+
+
+def point_label(point: float | Sequence[float] | str) -> str:
+    """How reports name an evaluation point: ``0.3``, ``t0.1/a0.5/v0.7`` or an SMM subset."""
+    if isinstance(point, str):
+        return point
+    if isinstance(point, (int, float)):
+        return str(float(point))
+    rl, ra, rv = point
+    return f"t{float(rl):g}/a{float(ra):g}/v{float(rv):g}"
 
 
 def smm_rates(subset: str) -> tuple[float, float, float]:

@@ -349,10 +349,10 @@ class Run:
             raise RunError(f"unknown split '{name}': expected one of {sorted(data.splits)}")
         split = data[name]
         feats = None
-        if self.cfg.freeze_text_encoder and data.path is not None and Path(data.path).is_file():
+        if self.cfg.freeze_text_encoder and data.path is not None and Path(data.path).exists():
             feats = cached_text_features(data.path, name, split.text_ids, split.text_mask, split.text_segment,
                                          self.encoder, device=self.device, batch_size=self.cfg.eval_batch_size)
-        return DeviceSplit.from_split(split, self.cfg.task, self.device, feats)
+        return DeviceSplit.from_split(split, self.cfg.task, self.device, feats, self.cfg.data_on_device)
 
     def predict(self, data: MerDataset, split: str = "test", keep: Optional[KeepMasks] = None,
                 return_joint: bool = False) -> Predictions:

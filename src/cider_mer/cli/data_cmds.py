@@ -1,4 +1,4 @@
-"""``cider data ...``: synth, check, import-csv, ood-split."""
+"""``cider data ...``: synth, check, convert, import-csv, ood-split."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def print_summary(ds: MerDataset) -> None:
 
 
 @app.command("check")
-def check(file: Path = typer.Argument(..., help="Dataset file (pickle or joblib) to validate."),
+def check(file: Path = typer.Argument(..., help="Dataset file (pickle or joblib) or mapped dataset directory."),
           json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Validate a dataset file safely and print its summary (exit 2 with one line if invalid)."""
     ds = load_dataset(file)
@@ -53,6 +53,21 @@ def check(file: Path = typer.Argument(..., help="Dataset file (pickle or joblib)
         print(json.dumps(ds.summary(), indent=2))
     else:
         print_summary(ds)
+
+
+@app.command("convert")
+def convert(
+    file: Path = typer.Argument(..., help="Dataset file (pickle or joblib) to convert."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (memory-mappable .npy arrays + dataset.json)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing mapped dataset at --out."),
+) -> None:
+    """Write a dataset as memory-mapped arrays: every command that takes a dataset accepts the
+    directory, and training/evaluation gather batches from it instead of holding it in memory."""
+    from cider_mer.data.mapped import convert_dataset, read_manifest
+
+    ds = convert_dataset(file, out, force=force)
+    console.print(f"wrote {out} (content key {read_manifest(out)['content_sha256'][:16]})", highlight=False)
+    print_summary(ds)
 
 
 @app.command("synth")

@@ -21,11 +21,21 @@ class OptionError(CiderError):
     """A command-line value is malformed or out of range."""
 
 
-def parse_rates(text: str, option: str = "--rates") -> list[float]:
+def parse_rates(text: str, option: str = "--rates",
+                per_modality: bool = False) -> list[float] | list[tuple[float, float, float]]:
     """``"0:1:0.1"`` (start:stop:step, inclusive) or ``"0,0.3,0.5"``: distinct finite rates in [0, 1],
-    at most :data:`MAX_POINTS`."""
+    at most :data:`MAX_POINTS`. With ``per_modality``, also ``"0.1/0.5/0.7,0.2/0.6/0.8"``: one
+    (text, audio, vision) triple per evaluation point."""
     import numpy as np
 
+    if "/" in text:
+        if not per_modality:
+            raise OptionError(f"{option}: per-modality rates (text/audio/vision) are not accepted here, got '{text}'")
+        points = [_modality_rates(part, text, option) for part in text.split(",") if part.strip()]
+        if not points or len(points) > MAX_POINTS:
+            raise OptionError(f"{option}: expected 1 to {MAX_POINTS} text/audio/vision triples, got '{text}'")
+        _refuse_repeats(option, points)
+        return points
     form = f"{option} must look like 0:1:0.1 (start:stop:step) or 0,0.3,0.5"
     try:
         numbers = [float(x) for x in text.split(":" if ":" in text else ",") if x.strip()]
@@ -48,6 +58,22 @@ def parse_rates(text: str, option: str = "--rates") -> list[float]:
             raise OptionError(f"{option}: every rate must be in [0, 1], got {r}")
     _refuse_repeats(option, numbers)
     return numbers
+
+
+def _modality_rates(part: str, text: str, option: str) -> tuple[float, float, float]:
+    """One ``t/a/v`` point: three finite rates, each in [0, 1]."""
+    pieces = part.strip().split("/")
+    try:
+        rates = tuple(float(x) for x in pieces)
+    except ValueError:
+        rates = ()
+    if len(pieces) != 3 or len(rates) != 3:
+        raise OptionError(f"{option}: per-modality rates must be text/audio/vision triples such as 0.1/0.5/0.7, "
+                          f"one per point and every point a triple; got '{part.strip()}' in '{text}'")
+    bad = [r for r in rates if not 0.0 <= r <= 1.0]  # also refuses NaN
+    if bad:
+        raise OptionError(f"{option}: missing rates must be in [0, 1], got {bad[0]} in '{part.strip()}'")
+    return rates  # type: ignore[return-value]
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:

@@ -79,7 +79,9 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Report directory."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (tau is chosen on 'valid')."),
     missing_mode: str = typer.Option("RMFM", "--missing-mode", help="RMFM, RMFM_same, RMM, TMFM, STMFM or SMM."),
-    rates: str = typer.Option("0:1:0.1", "--rates", help="start:stop:step or a list."),
+    rates: str = typer.Option("0:1:0.1", "--rates",
+                              help="start:stop:step or a list; RMFM_same also takes text/audio/vision points "
+                                   "such as 0.1/0.5/0.7,0.2/0.6/0.8."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Evaluation seeds (masks)."),
     oracle_tau: bool = typer.Option(False, "--oracle-tau", help="Choose tau on the evaluated labels (labelled)."),
     device: str = typer.Option("auto", "--device"),
@@ -92,7 +94,7 @@ def eval_cmd(
     from cider_mer.evaluation.report import CONSOLE_METRICS, check_report_dir, markdown_table, write_report
     from cider_mer.runs import Run, check_cache_dir
 
-    rate_list, seed_list = parse_rates(rates), parse_seeds(seeds)
+    rate_list, seed_list = parse_rates(rates, per_modality=True), parse_seeds(seeds)
     check_report_dir(out)
     loaded = Run.load(run, device=device)
     check_cache_dir(loaded.cfg, data)

@@ -29,6 +29,10 @@ Every split needs at least one sample, and ``id`` values (when present) are uniq
 :func:`check_unique_ids` checks them across splits and :func:`check_vocabulary` checks the token
 ids against a text encoder.
 Every shape is read from the file. Loading goes through :mod:`cider_mer.data.safe_pickle`.
+
+:func:`load_dataset` also reads the memory-mapped form (a directory with ``dataset.json`` written by
+``cider data convert``; see :mod:`cider_mer.data.mapped`): its arrays go through the same rules
+(:func:`dataset_from_dict`), feature values checked chunk by chunk while the files are hashed.
 """
 
 from __future__ import annotations
@@ -268,22 +272,56 @@ def _integral(source: str, split: str, key: str, arr: np.ndarray, lo: int, hi: i
     return out
 
 
-def _features(source: str, split: str, key: str, value: Any, n: int) -> np.ndarray:
+class FiniteCheck:
+    """The finiteness rule of feature arrays, applied chunk by chunk over rows (no whole-array temporaries)."""
+
+    def __init__(self, source: str, split: str, key: str):
+        self.source, self.split, self.key = source, split, key
+        self.count, self.first = 0, None
+
+    def update(self, chunk: np.ndarray, first_row: int) -> None:
+        """Count NaN/inf in ``chunk`` (rows ``first_row`` ...)."""
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            self.count += int(bad.sum())
+            if self.first is None:
+                self.first = first_row + int(np.argmax(bad.reshape(len(chunk), -1).any(axis=1)))
+
+    def finish(self) -> None:
+        if self.count:
+            raise _fail(self.source, self.split, self.key,
+                        f"expected finite values, found {self.count} NaN/inf (first in sample {self.first})")
+
+
+def row_chunks(n_rows: int, row_bytes: int, target_bytes: int = 64 << 20) -> range:
+    """Start rows of chunks of about ``target_bytes`` (at least one row each)."""
+    return range(0, n_rows, max(1, target_bytes // max(row_bytes, 1)))
+
+
+def _features(source: str, split: str, key: str, value: Any, n: int, scanned: bool = False) -> np.ndarray:
+    """Checked (N, T, d) float32 features; ``scanned``: values were already checked chunk by chunk
+    (the mapped form checks them while hashing its files)."""
     arr = _numeric(source, split, key, value)
     if arr.ndim != 3:
         raise _fail(source, split, key, f"expected shape (N, T, d), got {arr.shape}")
     if arr.shape[0] != n:
         raise _fail(source, split, key, f"expected N={n} samples (N of 'text_bert'), got {arr.shape[0]}")
     arr = np.asarray(arr, dtype=np.float32)
-    if key == "audio":
-        neg_inf = np.isneginf(arr)
-        if neg_inf.any():  # the field's convention: -inf audio (log of silence) becomes 0
-            arr = arr.copy() if not arr.flags.writeable else arr
-            arr[neg_inf] = 0.0
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        sample = int(np.argwhere(bad)[0][0])
-        raise _fail(source, split, key, f"expected finite values, found {int(bad.sum())} NaN/inf (first in sample {sample})")
+    if scanned:
+        return arr
+    check = FiniteCheck(source, split, key)
+    step = row_chunks(n, arr[0].nbytes if n else 1).step
+    for start in range(0, n, step):
+        chunk = arr[start:start + step]
+        if key == "audio":
+            neg_inf = np.isneginf(chunk)
+            if neg_inf.any():  # the field's convention: -inf audio (log of silence) becomes 0
+                if not arr.flags.writeable:
+                    arr = arr.copy()
+                    chunk = arr[start:start + step]
+                chunk[neg_inf] = 0.0
+        check.update(chunk, start)
+    check.finish()
     return arr
 
 
@@ -330,8 +368,8 @@ def convention_from_meta(meta: Any, source: str = "<memory>") -> LabelConvention
     return LabelConvention(name, tuple(names))
 
 
-def _validate_split(source: str, name: str, raw: Any,
-                    convention: LabelConvention = MOSI) -> tuple[Split, bool]:
+def _validate_split(source: str, name: str, raw: Any, convention: LabelConvention = MOSI,
+                    scanned: bool = False) -> tuple[Split, bool]:
     if not isinstance(raw, dict):
         raise _fail(source, name, None, f"expected a dict of arrays, got {type(raw).__name__}")
     required = REQUIRED_KEYS if convention.score_range is not None else CATEGORICAL_REQUIRED_KEYS
@@ -362,8 +400,8 @@ def _validate_split(source: str, name: str, raw: Any,
         bad = int(np.argmin(text_len))
         raise _fail(source, name, "text_bert", f"expected at least [CLS] and [SEP] in every text (sample {bad} has length {text_len[bad]})")
 
-    audio = _features(source, name, "audio", raw["audio"], n)
-    vision = _features(source, name, "vision", raw["vision"], n)
+    audio = _features(source, name, "audio", raw["audio"], n, scanned)
+    vision = _features(source, name, "vision", raw["vision"], n, scanned)
 
     has_a, has_v = "audio_lengths" in raw, "vision_lengths" in raw
     if has_a != has_v:
@@ -426,8 +464,12 @@ def _labels(source: str, name: str, raw: dict, n: int, convention: LabelConventi
     return reg, cls
 
 
-def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
-    """Validate a loaded dict and return a :class:`MerDataset`; raises :class:`DatasetError`."""
+def dataset_from_dict(obj: Any, source: str = "<memory>", scanned: bool = False) -> MerDataset:
+    """Validate a loaded dict and return a :class:`MerDataset`; raises :class:`DatasetError`.
+
+    ``scanned``: the audio/vision values were already checked (finite) chunk by chunk, so they are
+    not read again here (memory-mapped arrays stay on disk).
+    """
     if not isinstance(obj, dict):
         raise _fail(source, None, None, f"expected a dict with splits {list(SPLITS)}, got {type(obj).__name__}")
     splits: dict[str, Split] = {}
@@ -436,7 +478,7 @@ def dataset_from_dict(obj: Any, source: str = "<memory>") -> MerDataset:
     for name in SPLITS:
         if name not in obj:
             raise _fail(source, name, None, f"missing split (the file needs {', '.join(SPLITS)}; found {sorted(map(str, obj))})")
-        splits[name], aligned_flags[name] = _validate_split(source, name, obj[name], convention)
+        splits[name], aligned_flags[name] = _validate_split(source, name, obj[name], convention, scanned)
     if len(set(aligned_flags.values())) != 1:
         raise _fail(source, None, None, f"splits disagree on aligned/unaligned (length keys present: {aligned_flags})")
     ref = splits["train"]
@@ -497,8 +539,13 @@ def check_vocabulary(data: MerDataset, vocab_size: int, encoder_name: str, type_
 
 
 def load_dataset(path: str | Path) -> MerDataset:
-    """Load and validate a dataset file (pickle or joblib) safely; raises :class:`DatasetError`."""
+    """Load and validate a dataset: a pickle/joblib file (read safely), or a directory written by
+    ``cider data convert`` (memory-mapped arrays, :mod:`cider_mer.data.mapped`); raises :class:`DatasetError`."""
     p = str(path)
+    if Path(p).is_dir():
+        from cider_mer.data.mapped import load_mapped
+
+        return load_mapped(p)
     if not Path(p).is_file():
         raise DatasetError(f"{p}: {'is a directory; expected a dataset file' if Path(p).is_dir() else 'no such file'}")
     try:

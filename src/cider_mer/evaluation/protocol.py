@@ -25,24 +25,45 @@ from cider_mer.evaluation.results import EvalResults, MetricCurve
 from cider_mer.io_utils import run_record
 from cider_mer.maci.tau import TAU_GRID, debias
 from cider_mer.metrics import (LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion,
-                                per_class_f1, task_metrics)
-from cider_mer.missing import SMM_SUBSETS, EvalMissingness, check_mode
+                               per_class_f1, task_metrics)
+from cider_mer.missing import (
+    SMM_SUBSETS,
+    EvalMissingness,
+    MissingModeError,
+    check_mode,
+    check_modality_rates,
+    point_label,
+)
 from cider_mer.runs import Run, describe_device
 
 DEFAULT_EVAL_SEEDS = (0, 1, 2)
 
 
-def _points(mode: str, rates: Optional[Sequence[float]]) -> list[Any]:
+def _points(mode: str, rates: Optional[Sequence[float | Sequence[float]]]) -> list[Any]:
+    """SMM subsets, rates, or (r_l, r_a, r_v) per-modality points (all points of one kind)."""
     if mode == "SMM":
         return ["LAV", *SMM_SUBSETS]
-    return [round(float(r), 4) for r in (rates if rates is not None else RATES_DEFAULT)]
+    rates = list(rates if rates is not None else RATES_DEFAULT)
+    triples = [not isinstance(r, (int, float)) for r in rates]
+    if any(triples):
+        if not all(triples):
+            raise MissingModeError("either every point has per-modality rates (text/audio/vision) or none has")
+        return [tuple(round(float(x), 4) for x in check_modality_rates(mode, r)) for r in rates]
+    return [round(float(r), 4) for r in rates]
+
+
+def _modality_auilc_axis(points: list[tuple[float, float, float]]) -> Optional[list[float]]:
+    """The mean rates of per-modality points when they lie on one axis (every modality's rate
+    non-decreasing from point to point and the mean rising, so the masks are nested); else None."""
+    ordered = all(all(b >= a for a, b in zip(p, q)) and sum(q) > sum(p) for p, q in zip(points, points[1:]))
+    return [round(sum(p) / 3.0, 4) for p in points] if ordered else None
 
 
 def _complete_point(points: list[Any]) -> int:
-    """Index of the complete-data point: SMM's LAV or rate 0 (else the lowest rate)."""
+    """Index of the complete-data point: SMM's LAV or rate 0 (else the lowest (mean) rate)."""
     if points[0] == "LAV":
         return 0
-    return int(np.argmin(points))
+    return int(np.argmin([sum(p) / len(p) if isinstance(p, tuple) else p for p in points]))
 
 
 def _oracle(task: str, log_probs: np.ndarray, cf_log_probs: Optional[np.ndarray],
@@ -59,9 +80,14 @@ def _oracle(task: str, log_probs: np.ndarray, cf_log_probs: Optional[np.ndarray]
 
 
 def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM",
-             rates: Optional[Sequence[float]] = None, seeds: Sequence[int] = DEFAULT_EVAL_SEEDS,
+             rates: Optional[Sequence[float | Sequence[float]]] = None, seeds: Sequence[int] = DEFAULT_EVAL_SEEDS,
              oracle_tau: bool = False, progress: bool = True) -> EvalResults:
-    """Run the protocol on ``split`` of ``data`` (tau from its ``valid`` split)."""
+    """Run the protocol on ``split`` of ``data`` (tau from its ``valid`` split).
+
+    ``rates`` are missing rates, or for RMFM_same (r_l, r_a, r_v) per-modality points. Their AUILC
+    is taken over the mean rate when the points lie on one axis (each modality's rate non-decreasing,
+    the mean rising: nested masks), and not reported otherwise.
+    """
     from tqdm.auto import tqdm
 
     check_mode(mode, data.aligned)
@@ -107,9 +133,14 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
     bar.close()
     numeric = mode != "SMM"
     record = run_record(describe_device(run.device))
+    per_modality = numeric and bool(points) and isinstance(points[0], tuple)
+    axis = _modality_auilc_axis(points) if per_modality else [float(p) for p in points] if numeric else None
     results = EvalResults(
-        missing_mode=mode, split=split, rates=[float(p) for p in points] if numeric else [],
-        points=[str(p) for p in points], seeds=[int(s) for s in seeds], task=task,
+        missing_mode=mode, split=split,
+        rates=([round(sum(p) / 3.0, 4) for p in points] if per_modality else [float(p) for p in points]) if numeric
+        else [],
+        points=[point_label(p) for p in points], seeds=[int(s) for s in seeds], task=task,
+        modality_rates=[list(p) for p in points] if per_modality else None,
         metrics={k: MetricCurve(v.mean(0).tolist(), v.std(0).tolist(), v.tolist()) for k, v in per_seed.items()},
         tau_selection=("oracle: chosen per metric on the evaluated split's labels" if oracle_tau
                        else ("validation split, same mode/rate/seed, by " + SELECTION_METRIC[task]
@@ -129,8 +160,8 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
         results.per_class_f1 = {name: MetricCurve(class_f1[:, :, k].mean(0).tolist(), class_f1[:, :, k].std(0).tolist(),
                                                   class_f1[:, :, k].tolist()) for k, name in enumerate(run.class_names)}
         results.confusion, results.confusion_point = counts.mean(0).tolist(), str(points[complete])
-    if numeric and len(points) >= 2:
+    if axis is not None and len(points) >= 2:
         for k, v in per_seed.items():
-            a = np.array([auilc_over_rates(row, points) for row in v])
+            a = np.array([auilc_over_rates(row, axis) for row in v])
             results.auilc[k], results.auilc_std[k] = float(a.mean()), float(a.std())
     return results

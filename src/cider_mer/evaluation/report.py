@@ -51,13 +51,23 @@ def metric_label(name: str) -> str:
 
 def _point_label(results: EvalResults, i: int) -> str:
     p = results.points[i]
-    return f"{float(p):.1f}" if results.numeric else p
+    return f"{float(p):.1f}" if results.numeric and not results.per_modality else p
+
+
+def auilc_note(results: EvalResults) -> str:
+    """How AUILC was taken for per-modality points (empty for other results)."""
+    if not results.per_modality:
+        return ""
+    if results.auilc:
+        return "AUILC over the mean missing rate (the per-modality points lie on one axis: nested masks)."
+    return ("AUILC not reported: per-modality points define an AUILC only when every modality's rate is "
+            "non-decreasing from point to point (then it is taken over the mean rate).")
 
 
 def markdown_table(results: EvalResults, metrics: tuple[str, ...] | None = None) -> str:
     """Per-rate table (mean ± std over seeds), an AUILC row and the tau used."""
     names = list(metrics or results.metrics.keys())
-    head = "rate" if results.numeric else "present modalities"
+    head = ("rates text/audio/vision" if results.per_modality else "rate") if results.numeric else "present modalities"
     lines = [f"| {head} | " + " | ".join(LABELS.get(n, n) for n in names) + " | tau |",
              "|---|" + "---|" * (len(names) + 1)]
     for i in range(len(results.points)):
@@ -142,7 +152,7 @@ def plot_results(results: EvalResults, path: str | Path, title: str = "") -> Non
 
     names = PLOT_METRICS[results.task]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    if results.numeric:
+    if results.numeric and not results.per_modality:
         x = np.asarray(results.rates)
         for n in names:
             m, s = np.asarray(results.metrics[n].mean), np.asarray(results.metrics[n].std)
@@ -156,7 +166,8 @@ def plot_results(results: EvalResults, path: str | Path, title: str = "") -> Non
         for j, n in enumerate(names):
             ax.bar(x + j * width, results.metrics[n].mean, width, yerr=results.metrics[n].std, label=LABELS[n])
         ax.set_xticks(x + width * (len(names) - 1) / 2, results.points)
-        ax.set_xlabel("present modalities (SMM)")
+        ax.set_xlabel(f"missing rates text/audio/vision ({results.missing_mode})" if results.per_modality
+                      else "present modalities (SMM)")
     ax.set_ylabel("% (MAE: score units)" if "mae" in names else "%")
     ax.set_title(title or f"{results.task} task, {results.split} split, {len(results.seeds)} seed(s)")
     ax.grid(alpha=0.3)
@@ -222,7 +233,8 @@ def _write_files(results: EvalResults, paths: dict[str, Path]) -> dict[str, str]
     atomic_write_text(paths["csv"], csv_text(results))
     title = (f"# {results.config.get('train', {}).get('model', 'model')} — {results.task} task, "
              f"{results.missing_mode} on the {results.split} split\n\n"
-             f"Seeds {results.seeds}; tau selection: {results.tau_selection}.\n\n")
+             f"Seeds {results.seeds}; tau selection: {results.tau_selection}.\n\n"
+             + (f"{auilc_note(results)}\n\n" if results.per_modality else ""))
     classes = class_tables(results)
     atomic_write_text(paths["md"], title + markdown_table(results) + "\n" + (f"\n{classes}\n" if classes else ""))
     plot_results(results, paths["png"])

@@ -1,17 +1,20 @@
 """The protocol's product: :class:`EvalResults`, written as ``results.json``.
 
 ``results.json`` schema (unchanged since the first release, so old files still load):
-``missing_mode``, ``split``, ``rates`` (floats; empty for SMM), ``points`` (rates or SMM subsets as
-strings), ``seeds`` (mask seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`` per point and
-``per_seed`` [seed][point], in percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME ->
-float; only with >= 2 numeric rates), ``tau_selection`` (how tau was chosen, in words), ``tau``
-(``mean`` per point and ``per_seed``; or, for the labelled oracle, NAME -> mean tau per point),
-``config`` (the run's settings), ``run_dir``, ``data``, ``versions`` (with the git commit),
-``seconds``, ``command`` (the ``cider`` command line, null from Python) and ``device``. Tasks with named
-classes (``emotion``) add ``classes``: ``names`` (class id -> name), ``per_class_f1`` (NAME ->
-``mean``/``std``/``per_seed`` in percent, null where a class is neither true nor predicted),
-``confusion`` ((C, C) counts, row = true class, column = predicted, mean over seeds) and
-``confusion_point`` (the complete-data point it was taken at).
+``missing_mode``, ``split``, ``rates`` (floats; empty for SMM; the mean rate of per-modality
+points), ``points`` (rates, ``t0.1/a0.5/v0.7`` per-modality points or SMM subsets, as strings),
+``modality_rates`` (only for per-modality points: [text, audio, vision] per point), ``seeds`` (mask
+seeds), ``task``, ``metrics`` (NAME -> ``mean``/``std`` per point and ``per_seed`` [seed][point], in
+percent for accuracies and F1), ``auilc`` / ``auilc_std`` (NAME -> float; only with >= 2 numeric
+rates, or >= 2 per-modality points on one axis, integrated over their mean rate),
+``tau_selection`` (how tau was chosen, in words), ``tau`` (``mean`` per point and ``per_seed``; or,
+for the labelled oracle, NAME -> mean tau per point), ``config`` (the run's settings), ``run_dir``,
+``data``, ``versions`` (with the git commit), ``seconds``, ``command`` (the ``cider`` command line,
+null from Python) and ``device``. Tasks with named classes (``emotion``) add ``classes``:
+``names`` (class id -> name), ``per_class_f1`` (NAME -> ``mean``/``std``/``per_seed`` in percent,
+null where a class is neither true nor predicted), ``confusion`` ((C, C) counts, row = true class,
+column = predicted, mean over seeds) and ``confusion_point`` (the complete-data point it was taken
+at).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class EvalResults:
     confusion_point: Optional[str] = None
     command: Optional[str] = None  # the ``cider`` command line (None when called from Python)
     device: Optional[str] = None  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
+    modality_rates: Optional[list[list[float]]] = None  # [text, audio, vision] per point (per-modality points)
 
     @property
     def is_oracle(self) -> bool:
@@ -67,13 +71,19 @@ class EvalResults:
         """Whether the points are missing rates (else SMM subsets)."""
         return bool(self.rates)
 
+    @property
+    def per_modality(self) -> bool:
+        """Whether the points are (text, audio, vision) rate triples."""
+        return self.modality_rates is not None
+
     def at_rate(self, metric: str, rate: float) -> Optional[float]:
-        """Mean of ``metric`` at missing rate ``rate`` (None when that rate was not evaluated)."""
-        rates = [float(r) for r in self.rates]
+        """Mean of ``metric`` at missing rate ``rate`` (None when that rate was not evaluated; always
+        None for per-modality points, which have no single rate)."""
+        rates = [] if self.per_modality else [float(r) for r in self.rates]
         return self.metrics[metric].mean[rates.index(float(rate))] if float(rate) in rates else None
 
     def tau_at_rate(self, rate: float) -> Optional[float]:
-        rates = [float(r) for r in self.rates]
+        rates = [] if self.per_modality else [float(r) for r in self.rates]
         if self.tau_mean is None or float(rate) not in rates:
             return None
         return self.tau_mean[rates.index(float(rate))]
@@ -85,6 +95,7 @@ class EvalResults:
         curve = lambda c: {"mean": c.mean, "std": c.std, "per_seed": c.per_seed}  # noqa: E731
         out = {
             "missing_mode": self.missing_mode, "split": self.split, "rates": self.rates, "points": self.points,
+            **({"modality_rates": self.modality_rates} if self.per_modality else {}),
             "seeds": self.seeds, "task": self.task,
             "metrics": {k: curve(c) for k, c in self.metrics.items()},
             "auilc": self.auilc, "auilc_std": self.auilc_std, "tau_selection": self.tau_selection, "tau": tau,
@@ -116,6 +127,7 @@ class EvalResults:
             auilc=dict(d.get("auilc", {})), auilc_std=dict(d.get("auilc_std", {})), config=d.get("config", {}),
             run_dir=d.get("run_dir"), data=d.get("data", {}), versions=d.get("versions", {}),
             seconds=float(d.get("seconds", 0.0)), command=d.get("command"), device=d.get("device"),
+            modality_rates=[[float(x) for x in r] for r in d["modality_rates"]] if d.get("modality_rates") else None,
             class_names=classes.get("names"),
             per_class_f1={k: MetricCurve(nan(v["mean"]), nan(v["std"]), [nan(r) for r in v.get("per_seed", [])])
                           for k, v in classes.get("per_class_f1", {}).items()},

@@ -35,16 +35,26 @@ def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x * mask[..., None]).sum(axis=1) / np.maximum(counts, 1.0)
 
 
-def sample_features(split: Split, text_states: np.ndarray) -> np.ndarray:
-    """(N, D) per-sample feature vectors [text | audio | vision] used for the class means."""
+def sample_features(split: Split, text_states: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """(N, D) per-sample feature vectors [text | audio | vision] used for the class means, computed
+    ``chunk`` samples at a time (memory-mapped inputs are never held whole; rows are independent,
+    so the result does not depend on ``chunk``)."""
+    from cider_mer.data.mapped import release_pages
+
     tmask = split.text_mask.astype(np.float32)
     amask = (np.arange(split.audio.shape[1])[None] < split.audio_lengths[:, None]).astype(np.float32)
     vmask = (np.arange(split.vision.shape[1])[None] < split.vision_lengths[:, None]).astype(np.float32)
-    return np.concatenate([
-        _masked_mean(text_states, tmask),
-        _masked_mean(split.audio, amask),
-        _masked_mean(split.vision, vmask),
-    ], axis=1).astype(np.float32)
+    parts = []
+    for start in range(0, split.n, chunk):
+        rows = slice(start, start + chunk)
+        parts.append(np.concatenate([
+            _masked_mean(text_states[rows], tmask[rows]),
+            _masked_mean(split.audio[rows], amask[rows]),
+            _masked_mean(split.vision[rows], vmask[rows]),
+        ], axis=1).astype(np.float32))
+        for arr in (text_states, split.audio, split.vision):
+            release_pages(arr, np.arange(start, min(start + chunk, split.n)))
+    return np.concatenate(parts, axis=0)
 
 
 def compute_statistics(train: Split, task: str, text_states: np.ndarray) -> ClassStatistics:

@@ -1,10 +1,13 @@
 """Frozen-encoder token features, computed once per (dataset content, encoder, split) and cached.
 
 The cache lives in ``$CIDER_CACHE_DIR`` or, by default, in ``.cider_cache/`` next to the dataset
-file. Keys use the SHA-256 of the file's bytes, so a renamed file hits the cache and an edited
-one misses it. Writes are atomic; each entry ``NAME`` has its SHA-256 in ``NAME.sha256`` beside
-it, checked on every read: an entry that is damaged, truncated, of the wrong shape or without
-its checksum is recomputed (and rewritten) with a :class:`CacheWarning`, never used.
+file. Keys use the dataset's content hash (the SHA-256 of a pickle's bytes; a mapped directory's
+manifest ``content_sha256``), so a renamed dataset hits the cache and an edited one misses it.
+Feature files are ``.npy`` arrays written batch by batch into a memory map and read back mapped,
+so an (N, L, D_t) split is never held whole in RAM. Writes are atomic; each entry ``NAME`` has its
+SHA-256 in ``NAME.sha256`` beside it, checked on every read: an entry that is damaged, truncated,
+of the wrong shape or without its checksum is recomputed (and rewritten) with a
+:class:`CacheWarning`, never used.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import BinaryIO, Callable, Optional, TypeVar
 import numpy as np
 import torch
 
+from cider_mer.data.mapped import mapped_key, release_pages
 from cider_mer.io_utils import atomic_path, atomic_write_text, file_sha256
 from cider_mer.text.encoder import TextEncoder
 
@@ -36,8 +40,11 @@ def cache_dir_for(data_path: str | Path) -> Path:
 
 
 def dataset_key(data_path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256 (memoised per path, size and mtime)."""
+    """First 16 hex digits of the dataset's content hash: a file's SHA-256 (memoised per path, size
+    and mtime), or a mapped directory's manifest hash (verified against the arrays on loading)."""
     p = Path(data_path).resolve()
+    if p.is_dir():
+        return mapped_key(p)
     st = p.stat()
     memo = (str(p), st.st_mtime, st.st_size)
     if memo not in _HASHES:
@@ -68,6 +75,11 @@ def write_cache_entry(path: Path, save: Callable[[BinaryIO], None]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             save(f)
+    _write_checksum(path)
+
+
+def _write_checksum(path: Path) -> None:
+    """Record the SHA-256 of a freshly written entry in ``NAME.sha256``."""
     atomic_write_text(_checksum_path(path), file_sha256(path) + "\n")
 
 
@@ -93,10 +105,13 @@ def read_cache_entry(path: Path, load: Callable[[Path], T]) -> Optional[T]:
 
 @torch.no_grad()
 def encode_texts(encoder: TextEncoder, ids: np.ndarray, mask: np.ndarray, segment: np.ndarray,
-                 device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
-    """(N, L) ids/mask/segment -> (N, L, D_t) float32 states, batched by similar length."""
+                 device: torch.device | str = "cpu", batch_size: int = 256,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(N, L) ids/mask/segment -> (N, L, D_t) float32 states, batched by similar length; written
+    into ``out`` when given (e.g. a writable memory map, whose pages are released batch by batch)."""
     n, length = ids.shape
-    out = np.zeros((n, length, encoder.dim), dtype=np.float32)
+    if out is None:
+        out = np.zeros((n, length, encoder.dim), dtype=np.float32)
     order = np.argsort(mask.sum(axis=1), kind="stable")
     was_training = encoder.training
     encoder.eval()
@@ -104,6 +119,7 @@ def encode_texts(encoder: TextEncoder, ids: np.ndarray, mask: np.ndarray, segmen
         idx = order[start:start + batch_size]
         t = lambda a: torch.as_tensor(a[idx]).to(device)  # noqa: E731
         out[idx] = encoder(t(ids).long(), t(mask).float(), t(segment).long()).float().cpu().numpy()
+        release_pages(out, np.sort(idx))
     encoder.train(was_training)
     return out
 
@@ -111,19 +127,26 @@ def encode_texts(encoder: TextEncoder, ids: np.ndarray, mask: np.ndarray, segmen
 def cached_text_features(data_path: str | Path, split_name: str, ids: np.ndarray, mask: np.ndarray,
                          segment: np.ndarray, encoder: TextEncoder, device: torch.device | str = "cpu",
                          batch_size: int = 256, cache_dir: Optional[Path] = None) -> np.ndarray:
-    """Frozen-encoder states of one split, read from or written to the cache."""
+    """Frozen-encoder states (N, L, D_t) of one split: a read-only memory map of the cache file,
+    computed and written first when missing."""
     directory = cache_dir or cache_dir_for(data_path)
     path = directory / f"textfeat-{dataset_key(data_path)}-{encoder_fingerprint(encoder)}-{split_name}.npy"
     expected = (*ids.shape, encoder.dim)
 
     def load(p: Path) -> np.ndarray:
-        feats = np.load(p, allow_pickle=False)
+        feats = np.load(p, mmap_mode="r", allow_pickle=False)
         if feats.shape != expected or feats.dtype != np.float32:
             raise ValueError(f"shape {feats.shape} {feats.dtype}, expected {expected} float32")
         return feats
 
     feats = read_cache_entry(path, load)
     if feats is None:
-        feats = encode_texts(encoder, ids, mask, segment, device=device, batch_size=batch_size)
-        write_cache_entry(path, lambda f: np.save(f, feats, allow_pickle=False))
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=expected)
+            encode_texts(encoder, ids, mask, segment, device=device, batch_size=batch_size, out=out)
+            out.flush()
+            del out
+        _write_checksum(path)
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
     return feats
