@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -147,13 +147,20 @@ def plot_report(table: AblationTable, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def write_outputs(table: AblationTable, out: str | Path) -> dict[str, Path]:
-    """Write ablation.md, .csv, .json and .png into ``out`` (each atomically)."""
+def write_suite_outputs(table, out: str | Path, names: tuple[str, ...], csv_text: Callable[[Any], str],
+                        markdown_text: Callable[[Any], str], plot: Callable[[Any, Path], None]) -> dict[str, Path]:
+    """Write a suite table (ablation or benchmark) as NAME.md, .csv, .json (``table.to_dict()``) and
+    .png into ``out``, each atomically; returns the paths by suffix."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {Path(name).suffix[1:]: out / name for name in OUTPUT_FILES}
+    paths = {Path(name).suffix[1:]: out / name for name in names}
     atomic_write_json(paths["json"], table.to_dict())
-    atomic_write_text(paths["csv"], csv_report(table))
-    atomic_write_text(paths["md"], markdown_report(table))
-    plot_report(table, paths["png"])
+    atomic_write_text(paths["csv"], csv_text(table))
+    atomic_write_text(paths["md"], markdown_text(table))
+    plot(table, paths["png"])
     return paths
+
+
+def write_outputs(table: AblationTable, out: str | Path) -> dict[str, Path]:
+    """Write ablation.md, .csv, .json and .png into ``out`` (each atomically)."""
+    return write_suite_outputs(table, out, OUTPUT_FILES, csv_report, markdown_report, plot_report)

@@ -12,9 +12,10 @@ from typing import Optional
 import numpy as np
 
 from cider_mer.ablation.aggregate import Stats
+from cider_mer.ablation.render import write_suite_outputs
 from cider_mer.benchmark.table import BenchmarkTable
 from cider_mer.evaluation.report import metric_label
-from cider_mer.io_utils import atomic_write_json, atomic_write_text, save_figure
+from cider_mer.io_utils import save_figure
 from cider_mer.metrics import LOWER_IS_BETTER
 
 OUTPUT_FILES = ("benchmark.md", "benchmark.csv", "benchmark.json", "benchmark.png")
@@ -215,11 +216,4 @@ def plot_report(table: BenchmarkTable, path: str | Path) -> None:
 
 def write_outputs(table: BenchmarkTable, out: str | Path) -> dict[str, Path]:
     """Write benchmark.md, .csv, .json and .png into ``out`` (each atomically)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {Path(name).suffix[1:]: out / name for name in OUTPUT_FILES}
-    atomic_write_json(paths["json"], table.to_dict())
-    atomic_write_text(paths["csv"], csv_report(table))
-    atomic_write_text(paths["md"], markdown_report(table))
-    plot_report(table, paths["png"])
-    return paths
+    return write_suite_outputs(table, out, OUTPUT_FILES, csv_report, markdown_report, plot_report)
