@@ -22,7 +22,7 @@ Seconds per epoch are the training steps of one complete epoch (``train_seconds`
 ``train_log.csv``) and the whole epoch with validation. Example (the figures in
 ``docs/performance.md``)::
 
-    python benchmarks/data_scale.py --work /tmp/cider-scale --epochs 1 --out scale.json --doc docs/performance.md
+    python benchmarks/data_scale.py --work runs/scale --epochs 1 --out scale.json --doc docs/performance.md
 """
 
 from __future__ import annotations
