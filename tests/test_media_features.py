@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
+from helpers import run_cli
 
 pytest.importorskip("librosa")
 pytest.importorskip("soundfile")
@@ -33,15 +34,7 @@ if not any(g.name == "features" for g in app.registered_groups):
     feature_cmds.register(app)
 
 
-def run(argv, capsys):
-    """Run the CLI; returns (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli  # cider ARGV in-process: (exit code, stdout, stderr)
 
 
 def error_lines(err: str) -> list[str]:

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cider_mer.cli import main
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset, load_dataset
 from cider_mer.data.import_csv import import_csv
@@ -34,7 +33,7 @@ from cider_mer.text.encoder import load_tokenizer
 from cider_mer.training.trainer import train
 
 from conftest import REPO, SHARED
-from helpers import tiny_bert_dir
+from helpers import run_cli, tiny_bert_dir
 
 WORDS = "good bad great terrible movie plot actor boring fun sad happy really not very slow funny".split()
 SIZES = {"train": 36, "valid": 12, "test": 12}
@@ -89,15 +88,7 @@ def env(tmp_path_factory):
     return {"root": root, "bert": bert, "csv": root / "t.csv", "df": df, "data": root / "d.pkl", "run": run}
 
 
-def cli(argv, capsys):
-    """Run the CLI; returns (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+cli = run_cli  # cider ARGV in-process: (exit code, stdout, stderr)
 
 
 def error_lines(err: str) -> list[str]:
