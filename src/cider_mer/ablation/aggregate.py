@@ -42,7 +42,7 @@ AGGREGATION = ("mean ± std (ddof=0) over training seeds of per-run values; each
                "mean over evaluation seeds; AUILC = trapezoid over the rates")
 
 
-def _opt_float(x: Any) -> Optional[float]:
+def optional_float(x: Any) -> Optional[float]:
     return None if x is None else float(x)
 
 
@@ -66,7 +66,7 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Stats":
-        return cls(_opt_float(d.get("mean")), _opt_float(d.get("std")), list(d.get("per_seed", [])))
+        return cls(optional_float(d.get("mean")), optional_float(d.get("std")), list(d.get("per_seed", [])))
 
 
 @dataclass
@@ -163,10 +163,10 @@ class RunRecord:
             train_log = TrainLog(int(d["epochs_run"]), float(d.get("train_seconds") or 0.0), int(d["best_epoch"]),
                                  best[0][len("best_val_"):], float(d[best[0]]))
         return cls(run_dir=d["run_dir"], done=bool(d.get("done")), status=d.get("status"),
-                   seconds=_opt_float(d.get("seconds")), train_seconds_now=_opt_float(d.get("train_seconds_now")),
-                   eval_seconds=_opt_float(d.get("eval_seconds")), auilc=dict(d.get("auilc", {})),
-                   rate0=dict(d.get("rate0", {})), tau_rate0=_opt_float(d.get("tau_rate0")),
-                   eval_seconds_stored=_opt_float(d.get("eval_seconds_stored")), train_log=train_log)
+                   seconds=optional_float(d.get("seconds")), train_seconds_now=optional_float(d.get("train_seconds_now")),
+                   eval_seconds=optional_float(d.get("eval_seconds")), auilc=dict(d.get("auilc", {})),
+                   rate0=dict(d.get("rate0", {})), tau_rate0=optional_float(d.get("tau_rate0")),
+                   eval_seconds_stored=optional_float(d.get("eval_seconds_stored")), train_log=train_log)
 
 
 @dataclass
@@ -212,7 +212,7 @@ class VariantSummary:
                    rate0={m: Stats.from_dict(x) for m, x in s["rate0"].items()},
                    curve={m: Curve.from_dict(x) for m, x in s["curve"].items()},
                    runs={int(k): RunRecord.from_dict(r) for k, r in d.get("runs", {}).items()},
-                   delta_auilc_vs_full=_opt_float(d.get("delta_auilc_vs_full")))
+                   delta_auilc_vs_full=optional_float(d.get("delta_auilc_vs_full")))
 
 
 @dataclass

@@ -78,17 +78,23 @@ class Evaluation:
 
 
 class SuiteGrid:
-    """What every suite shares with :func:`run_one`: its folder ``out``, the evaluation protocol
-    (``eval_seeds``, ``rates``; RMFM on the test split) and the ``metrics`` it reports. Suites are
+    """What every suite shares with :func:`run_one`: its base settings (``base``, hence ``task``), its
+    folder ``out``, the evaluation protocol (``eval_seeds``, ``rates``; RMFM on the test split) and
+    the ``metrics`` it reports. Suites are
     dataclasses that inherit these methods."""
 
+    base: TrainConfig
     out: Path
     eval_seeds: list[int]
     rates: list[float]
 
     @property
+    def task(self) -> str:
+        return self.base.task
+
+    @property
     def metrics(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        return REPORT_METRICS[self.task]
 
     def results_match(self, results: EvalResults) -> bool:
         """Whether a stored evaluation was made with this suite's protocol settings."""
@@ -121,14 +127,6 @@ class SuiteSettings(SuiteGrid):
     eval_seeds: list[int] = field(default_factory=lambda: list(DEFAULT_EVAL_SEEDS))
     rates: list[float] = field(default_factory=lambda: list(RATES_DEFAULT))
     command: Optional[str] = None
-
-    @property
-    def task(self) -> str:
-        return self.base.task
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return REPORT_METRICS[self.task]
 
     def entries(self) -> list[NamedConfig]:
         """The suite's rows: each requested variant applied to the base."""

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from cider_mer.ablation.run import REPORT_METRICS, NamedConfig, SuiteGrid, run_dir_for
+from cider_mer.ablation.run import NamedConfig, SuiteGrid, run_dir_for
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import MerDataset
 from cider_mer.errors import ConfigError
@@ -178,14 +178,6 @@ class BenchmarkSettings(SuiteGrid):
     eval_seeds: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     command: Optional[str] = None
-
-    @property
-    def task(self) -> str:
-        return self.base.task
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return REPORT_METRICS[self.task]
 
     @property
     def training_sets(self) -> list[TrainingSet]:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from cider_mer.ablation.aggregate import Curve, Stats
+from cider_mer.ablation.aggregate import Curve, Stats, optional_float
 from cider_mer.ablation.run import EVAL_SPLIT, MISSING_MODE, RunStatus
 from cider_mer.benchmark.plan import SETTINGS, BenchmarkSettings, BenchRow, Setting, TrainingSet
 from cider_mer.benchmark.resources import KINDS, PeakRecord
@@ -38,10 +38,6 @@ from cider_mer.runs import CONFIG_FILE, LOG_FILE
 KIND = "cider-mer benchmark (Tables IV and VI)"
 AGGREGATION = ("mean ± std (ddof=0) over training seeds; each seed's value is the mean over evaluation seeds; "
                "AUILC = trapezoid over the missing rates; complete data = the rate-0 point of the OOD evaluation")
-
-
-def _opt(x: Any) -> Optional[float]:
-    return None if x is None else float(x)
 
 
 @dataclass
@@ -69,9 +65,9 @@ class RunInfo:
         peak = d.get("peak_memory")
         return cls(seed=int(d["seed"]), training=str(d["training"]), run_dir=str(d["run_dir"]),
                    done=bool(d.get("done")), status=d.get("status"),
-                   values={s: {m: _opt(v) for m, v in ms.items()} for s, ms in d.get("values", {}).items()},
+                   values={s: {m: optional_float(v) for m, v in ms.items()} for s, ms in d.get("values", {}).items()},
                    epochs_run=None if d.get("epochs_run") is None else int(d["epochs_run"]),
-                   seconds_per_epoch=_opt(d.get("seconds_per_epoch")),
+                   seconds_per_epoch=optional_float(d.get("seconds_per_epoch")),
                    peak_memory=None if peak is None else PeakRecord.from_dict(peak))
 
 
@@ -249,7 +245,7 @@ def _params(run_dir: Path, maci: bool) -> tuple[Optional[int], Optional[int]]:
 
 def _figure(results: EvalResults, setting: Setting, metric: str) -> Optional[float]:
     value = results.auilc.get(metric) if setting.figure == "auilc" else results.at_rate(metric, 0.0)
-    return _opt(value)
+    return optional_float(value)
 
 
 def summarize_row(settings: BenchmarkSettings, row: BenchRow,
