@@ -223,13 +223,23 @@ def test_pair_with_own_train_valid_trains_on_each(env, tmp_path):
         ood_results["metrics"]["acc3"]["mean"][0])
 
 
-def test_model_that_cannot_take_the_data_is_refused_before_training(env, tmp_path):
-    """DLF's conv kernels (5) need audio/vision sequences at least that long; here they are 3 steps."""
+def test_model_that_cannot_take_the_data_is_refused_before_training(env, tmp_path, monkeypatch):
+    """A model whose construction rejects the data's shapes stops the benchmark before any row trains
+    (no registered model rejects these shapes today, so one is made to)."""
     from cider_mer.benchmark.suite import run_benchmark
+    from cider_mer.models import registry
 
+    real_build = registry.build_model
+
+    def build_refusing_short_audio(model, shapes, *args, **kwargs):
+        if model == "dlf" and shapes.audio_len < 5:
+            raise ValueError(f"audio length {shapes.audio_len} is shorter than 5")
+        return real_build(model, shapes, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "build_model", build_refusing_short_audio)
     short = tmp_path / "short.pkl"
     save_dataset(dataset_from_dict(make_dataset_dict(seed=0, sizes=(12, 6, 6), Ta=3, Tv=3)), short)
-    with pytest.raises(ConfigError, match="model 'dlf' cannot take this data .*conv kernel"):
+    with pytest.raises(ConfigError, match="short.pkl: model 'dlf' cannot take this data .*shorter than 5"):
         run_benchmark(TrainConfig(**env["base"]), short, short, tmp_path / "bench", models="cider,dlf", n_seeds=1,
                       eval_seeds=[0], rates=RATES, progress=False, log=lambda _: None)
     assert not (tmp_path / "bench").exists()

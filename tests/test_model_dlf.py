@@ -59,8 +59,24 @@ def test_config_validation():
         DlfConfig(text_dropout=1.0)
     with pytest.raises(ValueError, match="triplet_weight"):
         DlfConfig(triplet_weight=-0.1)
-    with pytest.raises(ValueError, match="length"):
-        build_model("dlf", DataShapes(16, 5, 7, 4, 12, 10, False, 1), None, maci=False)
+
+
+def test_modality_shorter_than_its_kernel_is_zero_padded_to_it():
+    """A text-only file stores absent audio/vision as one zero frame: DLF pads it to the kernel (5)."""
+    torch.manual_seed(0)
+    short = build_model("dlf", DataShapes(D_T, D_A, D_V, L, 1, 1, False, 3), None, maci=False).eval()
+    torch.manual_seed(0)
+    five = build_model("dlf", DataShapes(D_T, D_A, D_V, L, 5, 5, False, 3), None, maci=False).eval()
+    assert short.backbone.steps == {"l": L - 4, "a": 1, "v": 1}
+    assert sum(p.numel() for p in short.parameters()) == sum(p.numel() for p in five.parameters())
+    inputs = make_inputs()
+    absent = inputs.replace(audio=torch.zeros(3, 1, D_A), audio_mask=torch.zeros(3, 1),
+                            vision=torch.zeros(3, 1, D_V), vision_mask=torch.zeros(3, 1))
+    as_five = inputs.replace(audio=torch.zeros(3, 5, D_A), audio_mask=torch.zeros(3, 5),
+                             vision=torch.zeros(3, 5, D_V), vision_mask=torch.zeros(3, 5))
+    out = short(absent)
+    assert torch.isfinite(out.log_probs).all()
+    assert torch.allclose(out.log_probs, five(as_five).log_probs)
 
 
 # ---------------------------------------------------------------- small model

@@ -85,8 +85,21 @@ def test_registry_and_config_validation():
         MultConfig(text_dropout=1.0)
     with pytest.raises(ValueError):
         MultConfig(conv_kernel_a=0)
-    with pytest.raises(ValueError):  # sequence shorter than the conv kernel
-        build_model("mult", DataShapes(16, 5, 7, 4, 12, 10, False, 1), None, maci=False)
+
+
+def test_modality_shorter_than_its_kernel_is_padded_and_masked():
+    """A text-only file stores absent audio/vision as one zero frame (mask 0): MulT pads it to the
+    kernel (5), and the padding mask leaves h_a, h_v at zero."""
+    torch.manual_seed(0)
+    model = build_model("mult", DataShapes(16, 5, 7, 8, 1, 1, False, 3), None, maci=False).eval()
+    assert model.backbone.lengths == (8, 5, 5)
+    inputs = small_inputs(small_shapes(3))
+    absent = inputs.replace(audio=torch.zeros(3, 1, 5), audio_mask=torch.zeros(3, 1),
+                            vision=torch.zeros(3, 1, 7), vision_mask=torch.zeros(3, 1))
+    out = model(absent)
+    assert torch.isfinite(out.log_probs).all()
+    assert torch.all(out.backbone.extras["h_a"] == 0) and torch.all(out.backbone.extras["h_v"] == 0)
+    assert out.backbone.extras["h_l"].abs().sum() > 0
 
 
 # ---------------------------------------------------------------- small inputs

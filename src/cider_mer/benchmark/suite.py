@@ -94,7 +94,7 @@ def _check_runs(settings: BenchmarkSettings) -> None:
 
 def _check_models(settings: BenchmarkSettings, datasets: dict, text_dim: int) -> None:
     """Build every row's model for the shapes of its training data (no encoder, no weights kept), so
-    that a model that cannot take this data (e.g. sequences shorter than its conv kernels) is refused
+    that a model that cannot take this data (its construction rejects the shapes) is refused
     before any row trains."""
     from cider_mer.models.registry import build_model
     from cider_mer.runs import shapes_for

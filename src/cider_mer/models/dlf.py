@@ -81,6 +81,9 @@ Deviations from the original:
   on complete data only.
 - The low branch is not evaluated (see above); the distillation kernels built by the original
   ``run.py`` never reached the model or optimiser and are not built (notes §3.5).
+- A modality shorter than its conv kernel (e.g. audio and video absent from a text-only file, stored
+  as one zero frame) is zero-padded to the kernel's width, so its conv gives one step computed from
+  zeros (the original needs at least k steps). Lengths of at least k are unchanged.
 - Everything is batch-first; the original is sequence-first. Element order within the losses'
   means differs, their values do not.
 """
@@ -233,10 +236,10 @@ class DLF(Backbone):
         super().__init__()
         check_text_width(text_encoder, shapes)
         kernels = {"l": config.kernel_text, "a": config.kernel_audio, "v": config.kernel_vision}
-        lengths = {"l": shapes.text_len, "a": shapes.audio_len, "v": shapes.vision_len}
-        for m in MODALITIES:
-            if lengths[m] < kernels[m]:
-                raise ValueError(f"DLF needs {m} length >= its conv kernel {kernels[m]}, got {lengths[m]}")
+        # A modality shorter than its kernel (an absent one is stored as one zero frame) is built
+        # and zero-padded to the kernel's width: one conv step, computed from zeros.
+        lengths = {m: max(n, kernels[m]) for m, n in
+                   (("l", shapes.text_len), ("a", shapes.audio_len), ("v", shapes.vision_len))}
         d, c = config.dim, shapes.num_classes
         self.config = config
         self.shapes = shapes

@@ -43,6 +43,8 @@ Deviations from MMSA:
   batch cut by ``ModelInputs.trim_text`` gives exactly the same outputs (in both padding modes). MMSA's
   text features at padded positions are the encoder's [PAD] outputs; here they are zeros (the toolkit's
   encoder returns zeros there too).
+- A modality shorter than its conv kernel (e.g. audio and video absent from a text-only file, stored
+  as one zero frame) is padded (zeros, mask 0) to the kernel's width; MMSA needs at least k steps.
 - Missingness is the toolkit's (missing tokens [UNK], missing frames zero vectors, masks unchanged).
 - Text comes from the toolkit's encoder (MMSA: frozen BERT or its pre-extracted BERT features).
 """
@@ -142,10 +144,9 @@ class MulT(Backbone):
         super().__init__()
         check_text_width(text_encoder, shapes)
         kernels = (config.conv_kernel_l, config.conv_kernel_a, config.conv_kernel_v)
-        lengths = (shapes.text_len, shapes.audio_len, shapes.vision_len)
-        for name, kernel, length in zip("lav", kernels, lengths):
-            if length < kernel:
-                raise ValueError(f"{name} length {length} is shorter than its conv kernel {kernel}")
+        # A modality shorter than its kernel (an absent one is stored as one zero frame) is padded to
+        # the kernel's width: one conv step, which the padding mask excludes.
+        lengths = tuple(max(n, k) for n, k in zip((shapes.text_len, shapes.audio_len, shapes.vision_len), kernels))
         d = config.dim
         self.config = config
         self.shapes = shapes
