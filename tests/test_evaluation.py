@@ -143,3 +143,25 @@ def test_selection_and_testing_run_at_the_runs_precision(trained, monkeypatch):
     evaluate(run, ds, rates=[0.0, 0.5], seeds=[0], progress=False)
     maci_steps(run, ds, 0)
     assert len(seen) >= 6 and all(dtype is torch.bfloat16 for dtype in seen)
+
+
+def test_oracle_scores_each_tau_with_the_runs_counterfactual_centre():
+    """The oracle's values must be those of the scores it reports (centre included)."""
+    import torch
+
+    from cider_mer.evaluation.protocol import _oracle
+    from cider_mer.inference import Debiaser, Predictions
+    from cider_mer.metrics import task_metrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=60)
+    log_probs = np.log(rng.dirichlet(np.ones(3), size=60)).astype(np.float32)
+    cf = np.log(rng.dirichlet(np.ones(3), size=60)).astype(np.float32)
+    pred = Predictions(log_probs, cf)
+    centred = Debiaser("binary", torch.tensor([5]), cf_centre=np.array([-0.2, -3.0, -1.5], dtype=np.float32))
+    plain = Debiaser("binary", torch.tensor([5]))
+    values, taus = _oracle("binary", centred, pred, labels)
+    for metric in ("non0_acc2", "acc3"):
+        assert values[metric] == pytest.approx(task_metrics("binary", centred.scores(pred, taus[metric]), labels)[metric])
+    # a large centre on the neutral class changes which scores (hence values) the oracle sees
+    assert _oracle("binary", plain, pred, labels)[0] != values

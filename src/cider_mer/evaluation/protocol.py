@@ -23,7 +23,7 @@ from cider_mer.data.dataset import MerDataset
 from cider_mer.data.labels import PER_CLASS_TASKS, SELECTION_METRIC
 from cider_mer.evaluation.results import EvalResults, MetricCurve
 from cider_mer.io_utils import run_record
-from cider_mer.maci.tau import TAU_GRID, debias
+from cider_mer.maci.tau import TAU_GRID
 from cider_mer.metrics import (LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion,
                                per_class_f1, task_metrics)
 from cider_mer.missing import (
@@ -66,14 +66,14 @@ def _complete_point(points: list[Any]) -> int:
     return int(np.argmin([sum(p) / len(p) if isinstance(p, tuple) else p for p in points]))
 
 
-def _oracle(task: str, log_probs: np.ndarray, cf_log_probs: Optional[np.ndarray],
-            labels: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
-    """Per metric, the best value over the tau grid on the evaluated labels (the authors' protocol)."""
-    grid = TAU_GRID if cf_log_probs is not None else (0.0,)
+def _oracle(task: str, debiaser: Any, pred: Any, labels: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric, the best value over the tau grid on the evaluated labels (the authors' protocol),
+    scoring each tau as the run's debiaser does (its counterfactual centre included)."""
+    grid = TAU_GRID if pred.cf_log_probs is not None else (0.0,)
     best: dict[str, float] = {}
     taus: dict[str, float] = {}
     for tau in grid:
-        for k, v in task_metrics(task, debias(log_probs, cf_log_probs, tau), labels).items():
+        for k, v in task_metrics(task, debiaser.scores(pred, tau), labels).items():
             if k not in best or (v < best[k] if k in LOWER_IS_BETTER else v > best[k]):
                 best[k], taus[k] = v, float(tau)
     return best, taus
@@ -111,7 +111,7 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
         for pi, point in enumerate(points):
             on_target = debiaser.predict(run.model, target, target_masks.masks(point))
             if oracle_tau:
-                values, chosen = _oracle(task, on_target.log_probs, on_target.cf_log_probs, y_target)
+                values, chosen = _oracle(task, debiaser, on_target, y_target)
                 for k in names:
                     oracle_taus[k][si, pi] = chosen[k]
                 scores = debiaser.scores(on_target, chosen[SELECTION_METRIC[task]])
