@@ -366,3 +366,18 @@ def test_cli_ablate_with_default_minilm(tmp_path, capsys):
     second = capsys.readouterr().out
     assert second.count("skipped: evaluation exists") == 2 and "training into" not in second
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_train_log_reports_the_epoch_training_selected(tmp_path):
+    """The best epoch is the checkpoint's (the trainer's criterion, selectable epochs only), not
+    the highest logged value of the reported metric; without a checkpoint, the highest value."""
+    from cider_mer.ablation.aggregate import TrainLog
+    from cider_mer.checkpoint import save_model
+
+    log = "epoch,train_seconds,val_non0_acc2,val_selection\n1,2.0,80.0,80.0\n2,3.0,70.0,75.0\n3,4.0,72.0,78.0\n"
+    (tmp_path / "train_log.csv").write_text(log)
+    before = TrainLog.read(tmp_path, "non0_acc2")
+    assert (before.best_epoch, before.best_value, before.epochs_run, before.train_seconds) == (1, 80.0, 3, 9.0)
+    save_model(tmp_path / "model.safetensors", torch.nn.Linear(2, 1), False, {"epoch": 3, "val_tau": 0.0})
+    after = TrainLog.read(tmp_path, "non0_acc2")
+    assert (after.best_epoch, after.best_value) == (3, 72.0)

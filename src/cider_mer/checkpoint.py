@@ -70,6 +70,17 @@ def _read(path: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, meta
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``cider_mer`` metadata of a safetensors file (its header only; no tensor is read); {} when
+    the file is absent or unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("cider_mer", "{}"))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
     for k, v in tensors.items():
         if v.is_floating_point() and not torch.isfinite(v).all():

@@ -33,7 +33,8 @@ from cider_mer.config import TrainConfig
 from cider_mer.errors import CiderError
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json, versions
-from cider_mer.runs import CONFIG_FILE, LOG_FILE
+from cider_mer.checkpoint import read_metadata
+from cider_mer.runs import CONFIG_FILE, LOG_FILE, MODEL_FILE
 
 KIND = "cider-mer ablation (Table V)"
 REFERENCE = "full"  # the row the Δ column is measured against
@@ -92,12 +93,13 @@ class Curve:
 
 @dataclass
 class TrainLog:
-    """What a run's ``train_log.csv`` says: epochs, summed training time and the best epoch."""
+    """What a run's ``train_log.csv`` says: epochs, summed training time, the epoch training selected
+    (from the checkpoint: by the run's criterion, among selectable epochs) and its validation ``metric``."""
 
     epochs_run: int
     train_seconds: float
     best_epoch: int
-    selection: str  # the validation metric that chose the best epoch
+    selection: str  # the validation metric reported for the best epoch
     best_value: float
 
     @classmethod
@@ -110,7 +112,12 @@ class TrainLog:
             if not rows:
                 return None
             values = [float(r.get(f"val_{selection}") or "nan") for r in rows]
-            best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
+            epochs = [int(r["epoch"]) for r in rows]
+            chosen = read_metadata(run_dir / MODEL_FILE).get("epoch")  # the epoch training selected
+            if chosen in epochs:
+                best = epochs.index(chosen)
+            else:  # no checkpoint yet: the best logged value
+                best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
             return cls(len(rows), round(sum(float(r.get("train_seconds") or 0) for r in rows), 2),
                        int(rows[best]["epoch"]), selection, values[best])
         except (UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError) as exc:

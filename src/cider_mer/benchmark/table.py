@@ -213,7 +213,7 @@ class BenchmarkTable:
 # ----------------------------------------------------------------------------- building it from disk
 
 
-def _log_figures(run_dir: Path) -> tuple[Optional[int], Optional[float]]:
+def run_epoch_figures(run_dir: Path) -> tuple[Optional[int], Optional[float]]:
     """(epochs logged, median training seconds per epoch) from the run's ``train_log.csv``."""
     path = run_dir / LOG_FILE
     if not path.is_file():
@@ -223,7 +223,7 @@ def _log_figures(run_dir: Path) -> tuple[Optional[int], Optional[float]]:
     return len(rows), (round(statistics.median(seconds), 4) if seconds else None)
 
 
-def _params(run_dir: Path, maci: bool) -> tuple[Optional[int], Optional[int]]:
+def run_parameter_counts(run_dir: Path, maci: bool) -> tuple[Optional[int], Optional[int]]:
     """(parameters outside the text encoder, MACI's share) rebuilt from the run's config (no weights read)."""
     from cider_mer.models.interface import DataShapes
     from cider_mer.models.registry import build_model
@@ -276,7 +276,7 @@ def summarize_row(settings: BenchmarkSettings, row: BenchRow,
                         curves[s.key][m].append([float(x) for x in res.metrics[m].mean])
     values = {s.key: {m: Stats.of([float("nan") if (v := per_seed[seed][s.key].get(m)) is None else v
                                    for seed in seeds_done]) for m in metrics} for s in SETTINGS}
-    params, params_maci = _params(first_done, row.maci) if first_done is not None else (None, None)
+    params, params_maci = run_parameter_counts(first_done, row.maci) if first_done is not None else (None, None)
     peaks = [r.peak_memory.gib for r in runs if r.peak_memory is not None]
     speeds = [r.seconds_per_epoch for r in runs if r.done and r.seconds_per_epoch is not None]
     return RowSummary(
@@ -298,7 +298,7 @@ def _run_info(settings: BenchmarkSettings, row: BenchRow, training: TrainingSet,
     if info.done:
         info.values = {s.key: {m: _figure(stored[s.test], s, m) for m in settings.metrics}
                        for s in SETTINGS if s.test in training.tests}
-    info.epochs_run, info.seconds_per_epoch = _log_figures(run_dir)
+    info.epochs_run, info.seconds_per_epoch = run_epoch_figures(run_dir)
     info.peak_memory = PeakRecord.read(run_dir)
     return info
 
