@@ -1,0 +1,52 @@
+"""benchmarks/model_zoo.py at tiny size: the table holds every (model, task, seed), its figures are
+the stored evaluations' rate-0 values, and a re-run reuses every finished run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cider_mer.evaluation.results import EvalResults
+from helpers import tiny_data_file
+
+
+def _script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_zoo.py"
+    spec = importlib.util.spec_from_file_location("model_zoo", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_table_resume_and_results_section(tmp_path, capsys):
+    zoo = _script()
+    data = tiny_data_file(tmp_path, "tiny.pkl", sizes=(40, 16, 20))
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n")
+    argv = ["--data", str(data), "--out", str(tmp_path / "zoo"), "--models", "late_fusion,cider", "--epochs", "1",
+            "--seeds", "2", "--device", "cpu", "--results", str(results)]
+    zoo.main(argv)
+    first = capsys.readouterr().out
+    out = tmp_path / "zoo" / "tiny"
+    summary = json.loads((out / "zoo.json").read_text())["summary"]
+    assert set(summary["tasks"]) == {"binary", "regression"}
+    for task, metric in (("binary", "non0_acc2"), ("regression", "mae")):
+        rows = summary["tasks"][task]
+        assert list(rows) == ["late_fusion", "cider"]
+        for key, row in rows.items():
+            assert [r["seed"] for r in row["runs"]] == [1111, 1112]
+            for r in row["runs"]:
+                stored = EvalResults.from_dict(json.loads(
+                    (out / task / "runs" / key / f"seed{r['seed']}" / "eval" / "results.json").read_text()))
+                assert r[metric] == pytest.approx(stored.at_rate(metric, 0.0))
+                assert r["epochs_run"] == 1 and r["best_epoch"] == 1 and r["params"] > 0
+    section = results.read_text()
+    assert "<!-- zoo-tiny:begin -->" in section and "| Late fusion |" in section and "| MAE | Corr |" in section
+    assert first.count("(trained,") == 8
+    zoo.main(argv)
+    assert capsys.readouterr().out.count("(skipped,") == 8
