@@ -1,6 +1,7 @@
 """Label conventions per dataset (mosi, sims, categorical): files, tasks, CH-SIMS metrics, CSV import,
 ``data check`` and the encoder-vocabulary check of ``cider train``."""
 
+import csv
 import json
 import pickle
 
@@ -259,11 +260,15 @@ def test_sims_regression_trains_and_evaluates_with_the_sims_metrics(tmp_path, be
     save_dataset(dataset_from_dict(sims_dict()), tmp_path / "sims.pkl")
     data = load_dataset(tmp_path / "sims.pkl")
     cfg = TrainConfig(task="sims_regression", head="linear", counterfactual=False, text_encoder=str(bert),
-                      freeze_text_encoder=True, epochs=1, batch_size=16, eval_batch_size=32,
+                      freeze_text_encoder=True, epochs=4, patience=4, batch_size=16, eval_batch_size=32,
                       model_config={"layers": 1, "heads": 2}, device="cpu", seed=3)
-    train(cfg, data, tmp_path / "run", progress=False)
+    result = train(cfg, data, tmp_path / "run", progress=False)
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert meta["label_convention"] == "sims" and meta["selection_metric"] == "acc2"
+    assert meta["label_convention"] == "sims" and meta["selection_metric"] == "mae"
+    # regression tasks keep the epoch of the LOWEST validation MAE (MMSA's convention)
+    log = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
+    maes = [float(r["val_mae"]) for r in log]
+    assert result.best_epoch == int(log[maes.index(min(maes))]["epoch"]) and result.best_value == min(maes)
     assert meta["shapes"]["num_classes"] == 1 and meta["class_names"] == ["score"]
     run = load_run(tmp_path / "run", device="cpu")
     res = evaluate(run, data, rates=[0.0, 1.0], seeds=[0], progress=False)

@@ -293,3 +293,30 @@ def test_postgres_workers_share_one_study(env, tmp_path):
     with pytest.raises(TuneError, match="other settings"):
         tune(base_cfg(env, epochs=2), env["data"], tmp_path / "w2", n, storage=url, study_name=name,
              log=lambda s: None)
+
+
+def test_regression_studies_minimise_mae():
+    """Regression selects on MAE: the study minimises, the epoch watch and the best trial keep the lowest."""
+    import optuna
+
+    from cider_mer.metrics import selection_direction
+    from cider_mer.tuning.census import best_trial
+    from cider_mer.tuning.trial import _EpochWatch
+
+    assert selection_direction("regression") == "minimize" and selection_direction("binary") == "maximize"
+    study = optuna.create_study(direction="minimize")
+    for value in (1.2, 0.9, 1.0):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    assert best_trial(study).value == 0.9
+
+    class Trial:
+        def report(self, value, epoch):
+            pass
+
+        def should_prune(self):
+            return False
+
+    watch = _EpochWatch(Trial(), "mae", None)
+    for epoch, value in enumerate((1.3, 1.1, 1.2), start=1):
+        watch(epoch, {"val_selection": value})
+    assert (watch.best, watch.best_epoch) == (1.1, 2)

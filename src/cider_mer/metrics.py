@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cider_mer.data.labels import check_task, sims_classes
+from cider_mer.data.labels import SELECTION_METRIC, check_task, sims_classes
 
 RATES_DEFAULT = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -38,6 +38,11 @@ METRIC_NAMES = {
 }
 # Metrics where lower is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"mae"})
+
+
+def selection_direction(task: str) -> str:
+    """'minimize' when the task's selection metric is lower-is-better (regression: MAE), else 'maximize'."""
+    return "minimize" if SELECTION_METRIC[task] in LOWER_IS_BETTER else "maximize"
 
 
 def _pct(x: float) -> float:

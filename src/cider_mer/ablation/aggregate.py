@@ -33,6 +33,7 @@ from cider_mer.config import TrainConfig
 from cider_mer.errors import CiderError
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json, versions
+from cider_mer.metrics import LOWER_IS_BETTER
 from cider_mer.checkpoint import read_metadata
 from cider_mer.runs import CONFIG_FILE, LOG_FILE, MODEL_FILE
 
@@ -116,8 +117,10 @@ class TrainLog:
             chosen = read_metadata(run_dir / MODEL_FILE).get("epoch")  # the epoch training selected
             if chosen in epochs:
                 best = epochs.index(chosen)
+            elif all(math.isnan(v) for v in values):
+                best = 0
             else:  # no checkpoint yet: the best logged value
-                best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
+                best = int(np.nanargmin(values) if selection in LOWER_IS_BETTER else np.nanargmax(values))
             return cls(len(rows), round(sum(float(r.get("train_seconds") or 0) for r in rows), 2),
                        int(rows[best]["epoch"]), selection, values[best])
         except (UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError) as exc:

@@ -64,9 +64,10 @@ def take_census(study: optuna.Study, space: Sequence[Param]) -> Census:
 
 
 def best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
-    """The COMPLETE trial with the highest value (lowest number on ties), or None."""
+    """The COMPLETE trial with the best value for the study's direction (lowest number on ties), or None."""
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value)]
-    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+    sign = -1.0 if study.direction.name == "MINIMIZE" else 1.0
+    return max(done, key=lambda t: (sign * t.value, -t.number)) if done else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from pathlib import Path
 
 from cider_mer.data.labels import SELECTION_METRIC
+from cider_mer.metrics import selection_direction
 from cider_mer.io_utils import atomic_write_json, atomic_write_text, read_json, run_record
 from cider_mer.locks import LOCK_NAME, locked
 from cider_mer.tuning.census import best_trial, take_census
@@ -76,7 +77,7 @@ def _write_outputs(ctx: TrialContext) -> Optional[FrozenTrial]:
     best = best_trial(study)
     summary: dict[str, Any] = {
         "study": study.study_name, "storage": ctx.storage_shown,
-        "metric": f"val_{SELECTION_METRIC[ctx.base.task]}", "direction": "maximize",
+        "metric": f"val_{SELECTION_METRIC[ctx.base.task]}", "direction": selection_direction(ctx.base.task),
         "requested_trials": ctx.n_trials, "finished_trials": take_census(study, space).done,
         "search_space": [p.describe() for p in space], "best": None,
         **run_record(describe_device(resolve_device(ctx.base.device))),

@@ -1,8 +1,8 @@
 """Hyper-parameter search (SPEC §8): Optuna TPE over the paper's Table II space, on VALIDATION.
 
 ``tune(base, data_path, out_dir, n_trials)`` trains one run per trial into
-``out_dir/trials/trial_<number>`` and maximises the run's best VALIDATION selection metric
-(Non0 Acc2 for ``binary``, Acc7 for ``seven``); the test split is never read (reference notes
+``out_dir/trials/trial_<number>`` and optimises the run's best VALIDATION selection metric
+(Non0 Acc2 for ``binary``, Acc7 for ``seven``, maximised; MAE for ``regression``, minimised); the test split is never read (reference notes
 §4.4). The study lives in a database (SQLite ``out_dir/study.db`` by default, or a shared
 PostgreSQL URL); ``n_trials`` is the TOTAL of finished distinct parameter sets wanted, so workers
 resume and stop together. docs/tuning.md gives the counting rules, the handling of duplicates,
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from cider_mer.config import TrainConfig
 from cider_mer.data.labels import SELECTION_METRIC
+from cider_mer.metrics import selection_direction
 from cider_mer.tuning.census import take_census
 from cider_mer.tuning.output import BEST_CONFIG, TRIALS_CSV, check_folder_study, trial_line, write_outputs
 from cider_mer.tuning.settings import TuneError, check_settings, study_settings
@@ -121,7 +122,8 @@ def tune(base: TrainConfig, data_path: str | Path, out_dir: str | Path, n_trials
     heartbeat_interval = max(1, int(heartbeat_interval))
     rdb = open_storage(url, heartbeat_interval, grace_period)
     with warnings.catch_warnings(), worker_threads(threads):
-        study = _open_study(rdb, name, shown, base.seed, n_startup_trials, pruning, prune_warmup)
+        study = _open_study(rdb, name, shown, base.seed, n_startup_trials, pruning, prune_warmup,
+                            selection_direction(base.task))
         check_settings(study, study_settings(base, data_path, space), shown)
         if encoder is None and base.freeze_text_encoder:
             from cider_mer.runs import load_encoder
@@ -152,7 +154,7 @@ def _check_request(n_trials: int, timeout: Optional[float], space: Sequence[Para
 
 
 def _open_study(rdb: RDBStorage, name: str, shown: str, seed: int, n_startup_trials: int, pruning: bool,
-                prune_warmup: int) -> optuna.Study:
+                prune_warmup: int, direction: str = "maximize") -> optuna.Study:
     """Create or load the study (inside the caller's ``warnings.catch_warnings``)."""
     import optuna
 
@@ -164,12 +166,13 @@ def _open_study(rdb: RDBStorage, name: str, shown: str, seed: int, n_startup_tri
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(0, prune_warmup))
               if pruning else optuna.pruners.NopPruner())
     try:
-        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
+        study = optuna.create_study(storage=rdb, study_name=name, direction=direction,
                                     sampler=make_sampler(seed, n_startup_trials), pruner=pruner, load_if_exists=True)
     except ValueError as exc:
         raise TuneError(f"study '{name}' in {shown}: {exc}") from None
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise TuneError(f"study '{name}' in {shown} minimises; expected a study created by `cider tune`")
+    if study.direction.name.lower() != direction:
+        raise TuneError(f"study '{name}' in {shown} is a {study.direction.name.lower()} study; this task's selection "
+                        f"metric needs '{direction}' (a study made by `cider tune` for another task?)")
     return study
 
 
@@ -180,7 +183,8 @@ def _search(ctx: TrialContext, deadline: Optional[float]) -> Tally:
     tally, waiting_said = Tally(), False
     census = take_census(ctx.study, ctx.space)
     ctx.log(f"study '{ctx.study.study_name}' in {ctx.storage_shown}: {census.done}/{ctx.n_trials} finished, "
-            f"{len(census.running)} running elsewhere; maximising val {SELECTION_METRIC[ctx.base.task]}")
+            f"{len(census.running)} running elsewhere; {selection_direction(ctx.base.task).replace('ize', 'ising')} val "
+            f"{SELECTION_METRIC[ctx.base.task]}")
     while True:
         optuna.storages.fail_stale_trials(ctx.study)
         census = take_census(ctx.study, ctx.space)
