@@ -163,3 +163,15 @@ def test_choosing_a_model_brings_its_own_recipe():
     dlf = compose_config(None, model="dlf", model_config={"dim": 40, "heads": 8})
     assert dlf.model_config.dim == 40 and not dlf.with_overrides(model="cider").model_config == dlf.model_config
     assert dlf.with_overrides(model="cider").mssd
+
+
+def test_each_model_trains_at_its_published_learning_rate():
+    """lr=None is the backbone's published lr; switching models resets it; a given lr is kept."""
+    from cider_mer.config import TrainConfig, compose_config
+
+    published = {"cider": 1e-3, "mult": 2e-3, "dlf": 1e-4, "lnln": 1e-4, "mplmm": 1e-3, "emt_dlfr": 1e-3}
+    assert {m: compose_config(None, model=m).lr for m in published} == published
+    assert compose_config(None).with_overrides(model="lnln").lr == 1e-4
+    assert compose_config(None, model="lnln", lr=5e-4).lr == 5e-4
+    assert compose_config(None, model="dlf").with_overrides(epochs=3).lr == 1e-4
+    assert TrainConfig.from_dict(TrainConfig(model="mult").to_dict()).lr == 2e-3

@@ -44,7 +44,7 @@ class TrainConfig:
     ``model_config`` is the backbone's own typed config (e.g. :class:`~cider_mer.models.cider.CiderConfig`);
     a dict or ``None`` given here is turned into it. ``mssd=None`` means the backbone's recipe:
     MSSD for CIDer, the model's own published objective (one step on incomplete inputs plus its
-    auxiliary terms) for the baselines.
+    auxiliary terms) for the baselines; ``lr=None`` its published learning rate.
 
     Every field is checked on construction against its annotation (strictly) and ``RANGES``, the
     one place that declares each setting's allowed values (see :mod:`cider_mer.validation`).
@@ -103,7 +103,7 @@ class TrainConfig:
     patience: int = 10
     batch_size: int = 128
     eval_batch_size: int = 256
-    lr: float = 1e-3
+    lr: Optional[float] = None  # None: the backbone's published lr (BackboneSpec.lr_default; CIDer 1e-3)
     encoder_lr: float = 5e-5
     encoder_weight_decay: float = 1e-3
     # MSSD: the complete-data stage and the three distillation terms.
@@ -132,6 +132,8 @@ class TrainConfig:
             raise exc.within("model_config") from None
         if self.mssd is None:
             self.mssd = get_spec(self.model).mssd_default
+        if self.lr is None:
+            self.lr = get_spec(self.model).lr_default
         first = getattr(self.model_config, "first_selectable_epoch", 1)  # after a stage that is never selected
         if self.epochs < first:
             raise ConfigError(f"epochs must be >= {first} for model '{self.model}' (its first {first - 1} epochs "
@@ -165,8 +167,8 @@ class TrainConfig:
         """A new config with ``changes`` applied; ``None`` values mean "not given" and are skipped.
 
         ``model_config`` may be a dict, merged key by key into the current backbone settings. When
-        ``model`` changes, the backbone settings and ``mssd`` restart from the new model's defaults
-        (unless given too). Unknown names are refused.
+        ``model`` changes, the backbone settings, ``mssd`` and ``lr`` restart from the new model's
+        defaults (unless given too). Unknown names are refused.
         """
         changes = {k: v for k, v in changes.items() if v is not None}
         known = {f.name for f in dataclasses.fields(self)}
@@ -178,6 +180,7 @@ class TrainConfig:
         if "model" in changes and changes["model"] != self.model:
             values["model_config"] = {}
             values["mssd"] = None  # the new backbone's own recipe
+            values["lr"] = None  # and its published learning rate
         if dataclasses.is_dataclass(model_changes):
             model_changes = dataclasses.asdict(model_changes)
         values.update(changes)

@@ -226,6 +226,7 @@ def label_margin_hinge(feats: torch.Tensor, labels: torch.Tensor, scale: float =
     DlfConfig,
     description="DLF: specific/shared disentanglement, language-focused attractor, 4-branch fusion",
     source="Wang et al., Disentangled-Language-Focused MSA, AAAI 2025; pwang322/DLF@251bf2c",
+    lr_default=1e-4,  # Adam lr 1e-4 over all parameters (trains/singleTask/DLF.py:36-38)
 )
 class DLF(Backbone):
     """DLF backbone: ``forward(inputs) -> BackboneOutput`` with joint z (B, 6d); see the module docstring."""

@@ -349,6 +349,7 @@ class _HyperLayer(nn.Module):
     description="LNLN: language-dominated noise-resistant learning (completeness check, adversarial proxy "
                 "dominant feature, hyper-modality learning, cross-transformer fusion)",
     source="Zhang, Wang, Yu, NeurIPS 2024; Haoyu-ha/LNLN@80a052c",
+    lr_default=1e-4,  # AdamW lr 1e-4 (train.py:46-48); its warm-up and cosine schedule are not reproduced
 )
 class LNLN(Backbone):
     """LNLN backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, H) = mean(feat[:, 1:])."""

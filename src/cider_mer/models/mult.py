@@ -131,6 +131,7 @@ def _last_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     MultConfig,
     description="MulT: pairwise cross-modal transformers, memory transformers, last-step fusion (MMSA's BERT version)",
     source="Tsai et al., ACL 2019; thuiar/MMSA@a94e65d (MULT), yaohungt/Multimodal-Transformer@a670936",
+    lr_default=2e-3,  # MMSA's Adam lr 0.002 (trains/singleTask/MULT.py:21)
 )
 class MulT(Backbone):
     """MulT-MMSA backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d).

@@ -28,17 +28,19 @@ class BackboneSpec:
     description: str
     source: str
     mssd_default: bool = False  # trained with MSSD unless the config says otherwise (else: its own objective)
+    lr_default: float = 1e-3  # the published learning rate of the non-encoder parameters (TrainConfig.lr=None)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, config_cls: type, description: str, source: str, mssd_default: bool = False):
+def register_backbone(name: str, config_cls: type, description: str, source: str, mssd_default: bool = False,
+                      lr_default: float = 1e-3):
     """Decorator registering a backbone class (or any ``build(config, shapes, text_encoder) -> Backbone``)
     under ``name``."""
 
     def wrap(build):
-        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default)
+        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default, lr_default)
         return build
 
     return wrap
