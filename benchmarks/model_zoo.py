@@ -4,7 +4,8 @@ Not a test: a benchmark that writes a table. Each model is trained the way ``cid
 trains a row (and ``cider train --model M`` with the same settings): its own objective and
 registered defaults, the toolkit's training missingness, CIDer with MSSD and MACI for the binary
 task (no MACI for regression); the run-level settings are the CPU preset (frozen all-MiniLM-L6-v2
-with cached features, length buckets, patience max(3, epochs // 3)). Checkpoints are selected on
+with cached features, length buckets, patience max(3, epochs // 3) unless ``--patience``), each
+model at its published learning rate. Checkpoints are selected on
 validation only; the test split is read once per run, by the evaluation at missing rates 0 and 1.
 
 Per (dataset, task) the runs go through the suites' runner (:func:`cider_mer.ablation.run.run_one`:
@@ -115,8 +116,9 @@ def render(summary: dict, args, minutes: float) -> str:
     lines += [f"Command: `python benchmarks/model_zoo.py {' '.join(args.argv)}` ({minutes:.0f} min of wall "
               f"time for this invocation; finished runs are reused). Device {summary['device']}. Training seeds "
               f"{summary['seeds']} (mean ± std, ddof 0, over the seeds finished per model); up to {args.epochs} "
-              "epochs, the CPU preset (frozen all-MiniLM-L6-v2, cached features, length buckets, batch 128, "
-              "patience max(3, epochs // 3)); checkpoint chosen on validation; test at missing rate 0. "
+              f"epochs, patience {summary['patience']}, the CPU preset (frozen all-MiniLM-L6-v2, cached features, "
+              "length buckets, batch 128), each model at its published learning rate; checkpoint chosen on "
+              "validation; test at missing rate 0. "
               f"Majority-class Non0 Acc2 on this test split: {summary['majority']:.2f}.", ""]
     for task in args.tasks:
         figs = FIGURES[task]
@@ -145,6 +147,9 @@ def main(argv=None) -> None:
     ap.add_argument("--tasks", default="binary,regression")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds 1111, 1112, ...")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience (default: the CPU preset's max(3, epochs // 3)); a larger one "
+                         "continues runs that stopped early")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results", type=Path, default=None, help="Markdown file to update (e.g. docs/results.md)")
     ap.add_argument("--note", default="", help="a line shown above the tables")
@@ -166,14 +171,15 @@ def main(argv=None) -> None:
     data = load_dataset(prepare(args))
     grids, rows = {}, {}
     for task in args.tasks:
-        base = default_base_config(task, epochs=args.epochs).with_overrides(device=args.device)
+        base = default_base_config(task, epochs=args.epochs).with_overrides(device=args.device, patience=args.patience)
         grids[task] = ZooGrid(base, args.out / task)
         rows[task] = build_rows(base, args.models)
     seeds = training_seeds(grids[args.tasks[0]].base, args.seeds)
     encoder = shared_encoder(grids[args.tasks[0]].base)
     labels = {"mosi": "the real MOSI transcripts (text only)", "synth": "the synthetic default (unaligned, MOSI shapes)"}
     summary = {"dataset_label": f"`{args.data.name}`" if args.data is not None else labels[args.dataset],
-               "device": str(resolve_device(args.device)), "seeds": seeds, "majority": majority_non0_acc2(data),
+               "device": str(resolve_device(args.device)), "seeds": seeds,
+               "patience": grids[args.tasks[0]].base.patience, "majority": majority_non0_acc2(data),
                "tasks": {}}
 
     def write() -> str:
