@@ -153,6 +153,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results", type=Path, default=None, help="Markdown file to update (e.g. docs/results.md)")
     ap.add_argument("--note", default="", help="a line shown above the tables")
+    ap.add_argument("--table-only", action="store_true",
+                    help="train nothing: write the tables from the runs already evaluated")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -194,9 +196,11 @@ def main(argv=None) -> None:
     for seed in seeds:
         for task in args.tasks:
             for row in rows[task]:
+                rec = summary["tasks"].setdefault(task, {}).setdefault(row.key, {"label": row.label, "runs": []})
+                if args.table_only and grids[task].stored_results(run_name(row), seed) is None:
+                    continue
                 entry = NamedConfig(run_name(row), row.config, row.label)
                 status = run_one(grids[task], entry, seed, data, encoder=encoder, progress=False)
-                rec = summary["tasks"].setdefault(task, {}).setdefault(row.key, {"label": row.label, "runs": []})
                 rec["runs"].append({"seed": seed, **run_figures(grids[task], row, seed)})
                 first = FIGURES[task][0][0]
                 print(f"{task} {row.label} seed {seed} ({status.status}, {status.seconds:.0f}s): "

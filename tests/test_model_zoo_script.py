@@ -50,3 +50,10 @@ def test_zoo_table_resume_and_results_section(tmp_path, capsys):
     assert first.count("(trained,") == 8
     zoo.main(argv)
     assert capsys.readouterr().out.count("(skipped,") == 8
+    # --table-only trains nothing: a run without its evaluation is left out of the table
+    (out / "binary" / "runs" / "cider" / "seed1112" / "eval" / "results.json").unlink()
+    zoo.main(argv + ["--table-only"])
+    printed = capsys.readouterr().out
+    assert printed.count("(skipped,") == 7 and "(trained," not in printed and "(resumed," not in printed
+    summary = json.loads((out / "zoo.json").read_text())["summary"]
+    assert [r["seed"] for r in summary["tasks"]["binary"]["cider"]["runs"]] == [1111]
