@@ -40,6 +40,11 @@ METRIC_NAMES = {
 LOWER_IS_BETTER = frozenset({"mae"})
 
 
+def is_better(value: float, than: float, metric: str) -> bool:
+    """Whether ``value`` strictly beats ``than`` on ``metric`` (lower for MAE, higher otherwise)."""
+    return value < than if metric in LOWER_IS_BETTER else value > than
+
+
 def selection_direction(task: str) -> str:
     """'minimize' when the task's selection metric is lower-is-better (regression: MAE), else 'maximize'."""
     return "minimize" if SELECTION_METRIC[task] in LOWER_IS_BETTER else "maximize"

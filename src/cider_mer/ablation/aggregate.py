@@ -33,8 +33,8 @@ from cider_mer.config import TrainConfig
 from cider_mer.errors import CiderError
 from cider_mer.evaluation.results import EvalResults
 from cider_mer.io_utils import json_normal, read_json, versions
-from cider_mer.metrics import LOWER_IS_BETTER
 from cider_mer.checkpoint import read_metadata
+from cider_mer.metrics import LOWER_IS_BETTER
 from cider_mer.runs import CONFIG_FILE, LOG_FILE, MODEL_FILE
 
 KIND = "cider-mer ablation (Table V)"

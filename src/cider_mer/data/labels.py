@@ -64,8 +64,6 @@ CLASS_NAMES: dict[str, list[str]] = {  # tasks with fixed classes; emotion's com
 # headline figure of IEMOCAP / MELD work, robust to their class imbalance).
 SELECTION_METRIC: dict[str, str] = {"binary": "non0_acc2", "seven": "acc7", "regression": "mae",
                                     "sims_binary": "acc2", "sims_regression": "mae", "emotion": "f1_weighted"}
-
-
 # The CH-SIMS bins as inner edges of right-closed intervals (module docstring).
 SIMS_EDGES: dict[str, tuple[float, ...]] = {"acc2": (0.0,), "acc3": (-0.1, 0.1), "acc5": (-0.7, -0.1, 0.1, 0.7)}
 TASK_CONVENTION = {task: conv for conv, tasks in CONVENTION_TASKS.items() for task in tasks}

@@ -24,7 +24,7 @@ from cider_mer.data.labels import PER_CLASS_TASKS, SELECTION_METRIC
 from cider_mer.evaluation.results import EvalResults, MetricCurve
 from cider_mer.io_utils import run_record
 from cider_mer.maci.tau import TAU_GRID
-from cider_mer.metrics import (LOWER_IS_BETTER, METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion,
+from cider_mer.metrics import (METRIC_NAMES, RATES_DEFAULT, auilc_over_rates, confusion, is_better,
                                per_class_f1, task_metrics)
 from cider_mer.missing import (
     SMM_SUBSETS,
@@ -74,7 +74,7 @@ def _oracle(task: str, debiaser: Any, pred: Any, labels: np.ndarray) -> tuple[di
     taus: dict[str, float] = {}
     for tau in grid:
         for k, v in task_metrics(task, debiaser.scores(pred, tau), labels).items():
-            if k not in best or (v < best[k] if k in LOWER_IS_BETTER else v > best[k]):
+            if k not in best or is_better(v, best[k], k):
                 best[k], taus[k] = v, float(tau)
     return best, taus
 

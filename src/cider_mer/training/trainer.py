@@ -37,7 +37,7 @@ from cider_mer.data.labels import SELECTION_METRIC, is_regression
 from cider_mer.debias.poe import bias_branch_of
 from cider_mer.io_utils import atomic_write_text, command_line, read_json
 from cider_mer.locks import Claim, claim_dir
-from cider_mer.metrics import LOWER_IS_BETTER, task_metrics
+from cider_mer.metrics import is_better, task_metrics
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
 from cider_mer.models.interface import (EpochPlan, KeepMasks, MerModel, ModelInputs, ModelOutput, ObjectiveBatch,
                                         TaskLoss)
@@ -285,7 +285,7 @@ class TrainState:
     def improves(self, value: float, metric: str) -> bool:
         if self.best_value is None:
             return True
-        return value < self.best_value if metric in LOWER_IS_BETTER else value > self.best_value
+        return is_better(value, self.best_value, metric)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainState":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from cider_mer.config import TrainConfig
 from cider_mer.data.labels import SELECTION_METRIC
-from cider_mer.metrics import LOWER_IS_BETTER
+from cider_mer.metrics import is_better
 from cider_mer.tuning.census import Census, take_census
 from cider_mer.tuning.heartbeat import Heartbeat
 from cider_mer.tuning.settings import TuneError
@@ -158,15 +158,14 @@ class _EpochWatch:
 
     def __init__(self, trial: optuna.Trial, metric: str, hook: Optional[EpochHook]) -> None:
         self.trial, self.metric, self.hook = trial, metric, hook
-        self.sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # +1: higher is better
-        self.best, self.best_epoch, self.last = -self.sign * math.inf, 0, 0
+        self.best, self.best_epoch, self.last = None, 0, 0
 
     def __call__(self, epoch: int, row: dict[str, float]) -> None:
         import optuna
 
         value = float(row["val_selection"])
         self.last = epoch
-        if self.sign * value > self.sign * self.best:
+        if not math.isnan(value) and (self.best is None or is_better(value, self.best, self.metric)):
             self.best, self.best_epoch = value, epoch
         self.trial.report(value, epoch)
         if self.hook is not None:
