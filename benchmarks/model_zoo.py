@@ -117,8 +117,8 @@ def render(summary: dict, args, minutes: float) -> str:
               f"time for this invocation; finished runs are reused). Device {summary['device']}. Training seeds "
               f"{summary['seeds']} (mean ± std, ddof 0, over the seeds finished per model); up to {args.epochs} "
               f"epochs, patience {summary['patience']}, the CPU preset (frozen all-MiniLM-L6-v2, cached features, "
-              "length buckets, batch 128), each model at its published learning rate; checkpoint chosen on "
-              "validation; test at missing rate 0. "
+              "length buckets), each model at its published learning rate, batch size and gradient accumulation; "
+              "checkpoint chosen on validation; test at missing rate 0. "
               f"Majority-class Non0 Acc2 on this test split: {summary['majority']:.2f}.", ""]
     for task in args.tasks:
         figs = FIGURES[task]

@@ -175,3 +175,22 @@ def test_each_model_trains_at_its_published_learning_rate():
     assert compose_config(None, model="lnln", lr=5e-4).lr == 5e-4
     assert compose_config(None, model="dlf").with_overrides(epochs=3).lr == 1e-4
     assert TrainConfig.from_dict(TrainConfig(model="mult").to_dict()).lr == 2e-3
+
+
+def test_each_model_trains_with_its_published_batch_and_accumulation():
+    """batch_size/grad_accumulation None are the backbone's published recipe (DLF 10 batches of 16,
+    MMSA's MulT 8 of 16); switching model or objective resets them; MSSD refuses accumulation."""
+    from cider_mer.config import TrainConfig, compose_config
+    from cider_mer.errors import ConfigError
+
+    published = {"cider": (128, 1), "mult": (16, 8), "dlf": (16, 10), "lnln": (64, 1), "mplmm": (64, 1),
+                 "emt_dlfr": (128, 1), "late_fusion": (128, 1)}
+    got = {m: (c.batch_size, c.grad_accumulation) for m in published for c in [compose_config(None, model=m)]}
+    assert got == published
+    dlf = compose_config(None, model="dlf")
+    assert (dlf.with_overrides(model="cider").batch_size, dlf.with_overrides(model="cider").grad_accumulation) == (128, 1)
+    assert dlf.with_overrides(mssd=True).grad_accumulation == 1  # MSSD steps twice per batch: no accumulation
+    assert compose_config(None, model="dlf", batch_size=32, grad_accumulation=2).grad_accumulation == 2
+    assert TrainConfig.from_dict(dlf.to_dict()).grad_accumulation == 10
+    with pytest.raises(ConfigError, match="grad_accumulation must be 1 with MSSD"):
+        TrainConfig(model="cider", grad_accumulation=4)

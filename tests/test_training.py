@@ -12,10 +12,11 @@ from cider_mer.batches import DeviceSplit
 from cider_mer.config import TrainConfig
 from cider_mer.data.dataset import load_dataset
 from cider_mer.missing import apply_missing, dropped_masks, sample_training_keep
+from cider_mer.models.interface import KeepMasks
 from cider_mer.models.registry import build_model
 from cider_mer.runs import RunError, shapes_for
 from cider_mer.training import losses
-from cider_mer.training.trainer import mssd_step, train
+from cider_mer.training.trainer import EpochRandomness, mssd_step, objective_step, train, train_epoch
 
 from helpers import tiny_bert_dir, tiny_data_file
 
@@ -78,6 +79,51 @@ def test_stage_two_gradients_contain_no_stage_one_term(env):
         if s.grad is not None and torch.count_nonzero(s.grad):
             leaked_would_differ = True
     assert leaked_would_differ  # stage 1 had gradients, so a leak would have been visible
+
+
+def test_gradient_accumulation_sums_the_batches_of_a_group_before_one_step(env):
+    """With the model's own objective, a group's gradient is the SUM of its batches' gradients
+    (as MMSA/DLF accumulate), zeroed only at a group's start; one step per group, the trailing
+    partial group included."""
+    from cider_mer.text.encoder import TextEncoder
+
+    data = load_dataset(env["data"])
+    enc = TextEncoder.from_pretrained(str(env["bert"]), frozen=True)
+    torch.manual_seed(0)
+    model = build_model("cider", shapes_for(data, enc.dim, "binary"), NO_DROPOUT, text_encoder=enc, maci=False)
+    model.eval()  # no dropout: each pass is a function of its batch
+    split = DeviceSplit.from_split(data["train"], "binary", "cpu")
+    cfg = TrainConfig(model_config=NO_DROPOUT, mssd=False, grad_accumulation=3, freeze_text_encoder=True)
+    batches = [torch.arange(0, 16), torch.arange(16, 32)]
+
+    def everything(idx):  # nothing dropped: the gradients depend on the batch only
+        x = split.inputs(idx)
+        return KeepMasks(x.text_mask > 0, x.audio_mask > 0, x.vision_mask > 0)
+
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    single = []
+    for idx in batches:  # each batch's own gradient
+        objective_step(model, opt, split.inputs(idx), split.labels[idx], everything(idx), cfg,
+                       starts_group=True, ends_group=False)
+        single.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for k, idx in enumerate(batches):  # one group of two batches
+        objective_step(model, opt, split.inputs(idx), split.labels[idx], everything(idx), cfg,
+                       starts_group=k == 0, ends_group=False)
+    summed = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert summed and set(summed) == set(single[0])
+    for n in summed:
+        assert torch.allclose(summed[n], single[0][n] + single[1][n], atol=1e-6), n
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # no step inside a group
+
+    steps = []
+    opt.step = lambda *a, **k: steps.append(1)
+    rng = EpochRandomness(torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    _, n_batches = train_epoch(model, opt, split, TrainConfig(mssd=False, grad_accumulation=3, batch_size=16), rng)
+    assert n_batches == 4 and len(steps) == 2  # 3 + the trailing 1
+    steps.clear()
+    train_epoch(model, opt, split, TrainConfig(mssd=False, grad_accumulation=1, batch_size=16), rng)
+    assert len(steps) == 4
 
 
 def test_training_never_reads_the_test_split(env, tmp_path):

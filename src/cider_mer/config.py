@@ -44,7 +44,8 @@ class TrainConfig:
     ``model_config`` is the backbone's own typed config (e.g. :class:`~cider_mer.models.cider.CiderConfig`);
     a dict or ``None`` given here is turned into it. ``mssd=None`` means the backbone's recipe:
     MSSD for CIDer, the model's own published objective (one step on incomplete inputs plus its
-    auxiliary terms) for the baselines; ``lr=None`` its published learning rate.
+    auxiliary terms) for the baselines; ``lr``, ``batch_size`` and ``grad_accumulation`` at ``None``
+    its published learning rate, batch size and gradient accumulation.
 
     Every field is checked on construction against its annotation (strictly) and ``RANGES``, the
     one place that declares each setting's allowed values (see :mod:`cider_mer.validation`).
@@ -56,7 +57,7 @@ class TrainConfig:
         "cf_vocab_size": AT_LEAST_1,
         "cf_cv_threshold": NON_NEGATIVE,
         "encoder_precision": one_of(*PRECISIONS),
-        **each(("epochs", "patience", "batch_size", "eval_batch_size"), AT_LEAST_1),
+        **each(("epochs", "patience", "batch_size", "grad_accumulation", "eval_batch_size"), AT_LEAST_1),
         **each(("lr", "encoder_lr"), POSITIVE),
         **each(("encoder_weight_decay", "recon_weight", "attn_weight", "joint_weight"), NON_NEGATIVE),
         "train_missing": one_of(*TRAIN_SCHEMES),
@@ -101,7 +102,10 @@ class TrainConfig:
     # Optimisation (Adam; encoder parameters get their own lr and weight decay).
     epochs: int = 200
     patience: int = 10
-    batch_size: int = 128
+    batch_size: Optional[int] = None  # None: the backbone's published batch (BackboneSpec.batch_default; CIDer 128)
+    # Batches whose gradients are summed before one optimiser step (None: the backbone's published recipe,
+    # e.g. DLF 10 batches of 16); only with the model's own objective (MSSD steps twice per batch).
+    grad_accumulation: Optional[int] = None
     eval_batch_size: int = 256
     lr: Optional[float] = None  # None: the backbone's published lr (BackboneSpec.lr_default; CIDer 1e-3)
     encoder_lr: float = 5e-5
@@ -132,8 +136,16 @@ class TrainConfig:
             raise exc.within("model_config") from None
         if self.mssd is None:
             self.mssd = get_spec(self.model).mssd_default
+        spec = get_spec(self.model)
         if self.lr is None:
-            self.lr = get_spec(self.model).lr_default
+            self.lr = spec.lr_default
+        if self.batch_size is None:
+            self.batch_size = spec.batch_default
+        if self.grad_accumulation is None:
+            self.grad_accumulation = spec.accumulation_default if not self.mssd else 1
+        if self.mssd and self.grad_accumulation > 1:
+            raise ConfigError(f"grad_accumulation must be 1 with MSSD (it steps twice per batch), got "
+                              f"{self.grad_accumulation}; set mssd false to train with the model's own objective")
         first = getattr(self.model_config, "first_selectable_epoch", 1)  # after a stage that is never selected
         if self.epochs < first:
             raise ConfigError(f"epochs must be >= {first} for model '{self.model}' (its first {first - 1} epochs "
@@ -167,8 +179,9 @@ class TrainConfig:
         """A new config with ``changes`` applied; ``None`` values mean "not given" and are skipped.
 
         ``model_config`` may be a dict, merged key by key into the current backbone settings. When
-        ``model`` changes, the backbone settings, ``mssd`` and ``lr`` restart from the new model's
-        defaults (unless given too). Unknown names are refused.
+        ``model`` changes, the backbone settings, ``mssd``, ``lr``, ``batch_size`` and ``grad_accumulation``
+        restart from the new model's defaults (unless given too); so does ``grad_accumulation`` when ``mssd``
+        changes. Unknown names are refused.
         """
         changes = {k: v for k, v in changes.items() if v is not None}
         known = {f.name for f in dataclasses.fields(self)}
@@ -180,7 +193,11 @@ class TrainConfig:
         if "model" in changes and changes["model"] != self.model:
             values["model_config"] = {}
             values["mssd"] = None  # the new backbone's own recipe
-            values["lr"] = None  # and its published learning rate
+            values["lr"] = None  # and its published learning rate, batch size and accumulation
+            values["batch_size"] = None
+            values["grad_accumulation"] = None
+        if "mssd" in changes and changes["mssd"] != self.mssd:
+            values["grad_accumulation"] = None  # the recipe of the new objective
         if dataclasses.is_dataclass(model_changes):
             model_changes = dataclasses.asdict(model_changes)
         values.update(changes)

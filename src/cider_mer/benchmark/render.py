@@ -137,7 +137,8 @@ def markdown_report(table: BenchmarkTable) -> str:
         "", "## Rows", "", *_rows_table(t), "",
         f"Run-level base (every row): text encoder {base.get('text_encoder') or 'all-MiniLM-L6-v2 (default)'}, "
         f"{'frozen with cached features' if base.get('freeze_text_encoder') else 'fine-tuned'}, up to "
-        f"{base.get('epochs')} epochs, patience {base.get('patience')}, batch size {base.get('batch_size')}, "
+        f"{base.get('epochs')} epochs, patience {base.get('patience')}, each model's published learning rate, batch "
+        "size and gradient accumulation, "
         f"length buckets {'on' if base.get('length_buckets') else 'off'}, precision {base.get('precision')}, "
         f"encoder precision {base.get('encoder_precision')}. Exact per-row settings: `benchmark.json` rows.*.config.",
     ]

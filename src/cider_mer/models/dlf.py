@@ -84,6 +84,9 @@ Deviations from the original:
 - A modality shorter than its conv kernel (e.g. audio and video absent from a text-only file, stored
   as one zero frame) is zero-padded to the kernel's width, so its conv gives one step computed from
   zeros (the original needs at least k steps). Lengths of at least k are unchanged.
+- Training recipe: lr 1e-4 and batches of 16 whose gradients are summed over 10 batches per step are
+  the registered defaults; the trainer also steps on a trailing group of fewer than 10 batches (the
+  original drops it). Its plateau schedule and clip_grad_value 0.6 are not reproduced.
 - Everything is batch-first; the original is sequence-first. Element order within the losses'
   means differs, their values do not.
 """
@@ -227,6 +230,7 @@ def label_margin_hinge(feats: torch.Tensor, labels: torch.Tensor, scale: float =
     description="DLF: specific/shared disentanglement, language-focused attractor, 4-branch fusion",
     source="Wang et al., Disentangled-Language-Focused MSA, AAAI 2025; pwang322/DLF@251bf2c",
     lr_default=1e-4,  # Adam lr 1e-4 over all parameters (trains/singleTask/DLF.py:36-38)
+    batch_default=16, accumulation_default=10,  # batches of 16, one step per 10 of them (DLF.py:64-69,146-148)
 )
 class DLF(Backbone):
     """DLF backbone: ``forward(inputs) -> BackboneOutput`` with joint z (B, 6d); see the module docstring."""

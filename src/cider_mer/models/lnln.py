@@ -350,6 +350,7 @@ class _HyperLayer(nn.Module):
                 "dominant feature, hyper-modality learning, cross-transformer fusion)",
     source="Zhang, Wang, Yu, NeurIPS 2024; Haoyu-ha/LNLN@80a052c",
     lr_default=1e-4,  # AdamW lr 1e-4 (train.py:46-48); its warm-up and cosine schedule are not reproduced
+    batch_default=64,  # base.batch_size 64 (configs)
 )
 class LNLN(Backbone):
     """LNLN backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, H) = mean(feat[:, 1:])."""

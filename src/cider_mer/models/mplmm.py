@@ -222,6 +222,7 @@ def _over_channels(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     description="MPLMM: missing-aware prompts (generative, signal, missing-type) on a MulT backbone; "
     "two stages (no-prompt pre-training, then prompts with the transformers frozen)",
     source="Guo, Jin, Zhao, ACL 2024; zrguo/MPLMM@c6f8d18",
+    batch_default=64,  # main.py --batch_size 64
 )
 class MPLMM(Backbone):
     """MPLMM backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d)."""

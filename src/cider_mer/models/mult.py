@@ -27,9 +27,11 @@ identical for aligned data; E(d, N) = N (12 d^2 + 13 d) + 2 d.
 
 Loss (notes §2.5): MMSA trains only the task loss -- L1 on the (B, 1) score for regression,
 cross-entropy on the (B, C) logits for classification -- so :meth:`objective_terms` is empty.
-MMSA's recipe (not part of this module): Adam lr 2e-3 without weight decay, batch 16 with gradient
-accumulation over 8 batches, clip_grad_value 0.6, ReduceLROnPlateau(factor 0.1, patience 5), early
-stop after 8 epochs. All parameters train; none is left without a gradient.
+MMSA's recipe: Adam lr 2e-3 without weight decay, batch 16 with gradient accumulation over 8
+batches (both the registered defaults: ``TrainConfig.lr``/``batch_size``/``grad_accumulation``), and,
+not reproduced, clip_grad_value 0.6, ReduceLROnPlateau(factor 0.1, patience 5), early stop after 8
+epochs. MMSA drops a trailing group of fewer than 8 batches; the trainer steps on it. All parameters
+train; none is left without a gradient.
 
 Deviations from MMSA:
 - Padding. MMSA attends everywhere and pools the literal last step (its lengths never reach the
@@ -132,6 +134,7 @@ def _last_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     description="MulT: pairwise cross-modal transformers, memory transformers, last-step fusion (MMSA's BERT version)",
     source="Tsai et al., ACL 2019; thuiar/MMSA@a94e65d (MULT), yaohungt/Multimodal-Transformer@a670936",
     lr_default=2e-3,  # MMSA's Adam lr 0.002 (trains/singleTask/MULT.py:21)
+    batch_default=16, accumulation_default=8,  # batch 16, one step per 8 batches (update_epochs, MULT.py:40-45,66-68)
 )
 class MulT(Backbone):
     """MulT-MMSA backbone: ``forward(inputs) -> BackboneOutput`` with joint (B, 6d).

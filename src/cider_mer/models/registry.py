@@ -29,18 +29,21 @@ class BackboneSpec:
     source: str
     mssd_default: bool = False  # trained with MSSD unless the config says otherwise (else: its own objective)
     lr_default: float = 1e-3  # the published learning rate of the non-encoder parameters (TrainConfig.lr=None)
+    batch_default: int = 128  # the published batch size (TrainConfig.batch_size=None)
+    accumulation_default: int = 1  # batches whose gradients are summed per step (TrainConfig.grad_accumulation=None)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(name: str, config_cls: type, description: str, source: str, mssd_default: bool = False,
-                      lr_default: float = 1e-3):
+                      lr_default: float = 1e-3, batch_default: int = 128, accumulation_default: int = 1):
     """Decorator registering a backbone class (or any ``build(config, shapes, text_encoder) -> Backbone``)
     under ``name``."""
 
     def wrap(build):
-        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default, lr_default)
+        _REGISTRY[name] = BackboneSpec(name, config_cls, build, description, source, mssd_default, lr_default,
+                                       batch_default, accumulation_default)
         return build
 
     return wrap

@@ -7,7 +7,10 @@ Per batch, with a fresh training missing mask:
   pass with the task loss plus the distillation terms against the detached complete pass (and
   the backbone's own objective terms), step;
 - **own objective** (``cfg.mssd`` false): one step on the incomplete pass's task loss plus the
-  backbone's objective terms (fed a complete pass too when the backbone asks for one).
+  backbone's objective terms (fed a complete pass too when the backbone asks for one); with
+  ``cfg.grad_accumulation`` k > 1 the gradients of k consecutive batches are summed (not averaged,
+  as MMSA and DLF do) before one step, and a trailing group of fewer than k batches steps too (the
+  originals drop it; stepping keeps a split smaller than one group trainable).
 The task loss is NLL of the head's log-probabilities, or L1 of the score for ``regression``; with a
 trained bias branch (``cfg.debias``) it is the branch's combined loss (:mod:`cider_mer.debias.poe`).
 The checkpoint is chosen by the run's validation criterion (``cfg.selection``, logged as
@@ -130,15 +133,17 @@ def _add_objective_terms(model: MerModel, loss: torch.Tensor, logs: dict[str, to
 
 
 def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelInputs, labels: torch.Tensor,
-              keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+              keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None,
+              starts_group: bool = True, ends_group: bool = True) -> dict[str, torch.Tensor]:
     """One MSSD step: (1) complete pass, task loss, step; (2) gradients ZEROED, incomplete pass with
     the distillation terms against the (pre-update, detached) complete pass, step.
 
-    Without MSSD (``cfg.mssd=False``) this is :func:`objective_step`: only the incomplete pass runs.
+    Without MSSD (``cfg.mssd=False``) this is :func:`objective_step`: only the incomplete pass runs
+    (``starts_group``/``ends_group``: this batch begins/ends a gradient-accumulation group).
     Returns the loss terms as detached scalars (no host sync).
     """
     if not cfg.mssd:
-        return objective_step(model, optimizer, inputs, labels, keep, cfg, autocast_dtype)
+        return objective_step(model, optimizer, inputs, labels, keep, cfg, autocast_dtype, starts_group, ends_group)
     weights = effective_weights(cfg, model)
     logs: dict[str, torch.Tensor] = {}
     optimizer.zero_grad(set_to_none=True)
@@ -177,10 +182,13 @@ def mssd_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelIn
 
 
 def objective_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: ModelInputs, labels: torch.Tensor,
-                   keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+                   keep: KeepMasks, cfg: TrainConfig, autocast_dtype: Optional[torch.dtype] = None,
+                   starts_group: bool = True, ends_group: bool = True) -> dict[str, torch.Tensor]:
     """One step of the backbone's own objective: task loss of the incomplete pass plus its objective
-    terms (with a complete pass, sharing the step, when the backbone needs one)."""
-    optimizer.zero_grad(set_to_none=True)
+    terms (with a complete pass, sharing the step, when the backbone needs one). Gradients are zeroed
+    only when the batch ``starts_group`` and the optimiser steps only when it ``ends_group``."""
+    if starts_group:
+        optimizer.zero_grad(set_to_none=True)
     inputs_m = apply_missing(inputs.replace(text_features=None), keep)
     logs: dict[str, torch.Tensor] = {}
     with _autocast(inputs, autocast_dtype):
@@ -191,7 +199,8 @@ def objective_step(model: MerModel, optimizer: torch.optim.Optimizer, inputs: Mo
         loss = _add_objective_terms(model, loss, logs, ObjectiveBatch(
             missing.backbone, complete, inputs, inputs_m, keep, labels, raw_output_loss(cfg.task), model.head))
     loss.backward()
-    optimizer.step()
+    if ends_group:
+        optimizer.step()
     logs["loss"] = loss.detach()
     return logs
 
@@ -237,7 +246,7 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
     n_batches = math.ceil(split.n / cfg.batch_size)
     sums: dict[str, torch.Tensor] = {}
     bar = tqdm(order, total=n_batches, desc=desc, disable=not progress, leave=False)
-    for idx in bar:
+    for i, idx in enumerate(bar):
         inputs = split.inputs(idx)
         if device.type == "cpu":
             inputs = inputs.trim_text()
@@ -246,7 +255,9 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
         else:
             keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
                                         cfg.train_missing)
-        logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype)
+        group = cfg.grad_accumulation
+        logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype,
+                         starts_group=i % group == 0, ends_group=(i + 1) % group == 0 or i + 1 == n_batches)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
         if progress and device.type == "cpu":  # on a GPU, reading the loss would sync every batch
@@ -395,7 +406,8 @@ def _settings_line(run: Run, state: TrainState, data: MerDataset) -> str:
     cfg, meta = run.cfg, run.meta
     start = f"resuming after epoch {state.epoch}" if state.epoch else "new run"
     return (f"start ({start}): command {command_line() or '(Python API)'}; model {cfg.model}, task {cfg.task}, "
-            f"head {cfg.head}, mssd {cfg.mssd}, epochs {cfg.epochs}, patience {cfg.patience}, batch {cfg.batch_size}, "
+            f"head {cfg.head}, mssd {cfg.mssd}, epochs {cfg.epochs}, patience {cfg.patience}, batch {cfg.batch_size}"
+            f"{f' x {cfg.grad_accumulation} accumulated' if cfg.grad_accumulation > 1 else ''}, "
             f"lr {cfg.lr}, seed {cfg.seed}, precision {cfg.precision}, device {meta['device']}, "
             f"data {Path(data.path).name} ({meta['data']['sha256_16']}); version {meta['versions']['cider-mer']}, "
             f"git {meta['versions']['git']}")
