@@ -15,7 +15,8 @@ resumable (a finished run, or its metrics, is skipped on a re-run):
    labels; labelled, never a result);
 4. per split kind, the paired difference method - ``none`` on the same (split seed, training
    seed): mean and 95 % t-interval; plus the IID-test cost. Markdown between
-   ``<!-- debias:begin -->`` / ``<!-- debias:end -->`` of ``--results`` and ``OUT/debias_results.json``.
+   ``<!-- debias:begin -->`` / ``<!-- debias:end -->`` of ``--results`` (``debias-synthetic`` with
+   ``--synthetic``) and ``OUT/debias_results.json``.
 
     python benchmarks/debias_mosi.py --out runs/bench_debias --results docs/results.md
     python benchmarks/debias_mosi.py --split-seeds 0 --split-kinds stratified --train-seeds 0 \\
@@ -322,7 +323,7 @@ def main(argv=None) -> None:
         "shifts": {f"{k}/{s}": v for (k, s), v in prepared["shifts"].items()}, "argv": args.argv})
     print(section)
     if args.results:
-        update_marked_section(args.results, "debias", section)
+        update_marked_section(args.results, "debias-synthetic" if args.synthetic else "debias", section)
 
 
 if __name__ == "__main__":
