@@ -134,9 +134,9 @@ class TrainConfig:
             self.model_config = make_config(self.model, self.model_config)
         except SettingError as exc:
             raise exc.within("model_config") from None
-        if self.mssd is None:
-            self.mssd = get_spec(self.model).mssd_default
         spec = get_spec(self.model)
+        if self.mssd is None:
+            self.mssd = spec.mssd_default
         if self.lr is None:
             self.lr = spec.lr_default
         if self.batch_size is None:

@@ -66,7 +66,7 @@ def _complete_point(points: list[Any]) -> int:
     return int(np.argmin([sum(p) / len(p) if isinstance(p, tuple) else p for p in points]))
 
 
-def _oracle(task: str, debiaser: Any, pred: Any, labels: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+def best_over_tau(task: str, debiaser: Any, pred: Any, labels: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
     """Per metric, the best value over the tau grid on the evaluated labels (the authors' protocol),
     scoring each tau as the run's debiaser does (its counterfactual centre included)."""
     grid = TAU_GRID if pred.cf_log_probs is not None else (0.0,)
@@ -111,7 +111,7 @@ def evaluate(run: Run, data: MerDataset, split: str = "test", mode: str = "RMFM"
         for pi, point in enumerate(points):
             on_target = debiaser.predict(run.model, target, target_masks.masks(point))
             if oracle_tau:
-                values, chosen = _oracle(task, debiaser, on_target, y_target)
+                values, chosen = best_over_tau(task, debiaser, on_target, y_target)
                 for k in names:
                     oracle_taus[k][si, pi] = chosen[k]
                 scores = debiaser.scores(on_target, chosen[SELECTION_METRIC[task]])

@@ -8,8 +8,8 @@ Per batch, with a fresh training missing mask:
   the backbone's own objective terms), step;
 - **own objective** (``cfg.mssd`` false): one step on the incomplete pass's task loss plus the
   backbone's objective terms (fed a complete pass too when the backbone asks for one); with
-  ``cfg.grad_accumulation`` k > 1 the gradients of k consecutive batches are summed (not averaged,
-  as MMSA and DLF do) before one step, and a trailing group of fewer than k batches steps too (the
+  ``cfg.grad_accumulation`` k > 1 the gradients of k consecutive batches are summed (as MMSA and
+  DLF do; not averaged) before one step, and a trailing group of fewer than k batches steps too (the
   originals drop it; stepping keeps a split smaller than one group trainable).
 The task loss is NLL of the head's log-probabilities, or L1 of the score for ``regression``; with a
 trained bias branch (``cfg.debias``) it is the branch's combined loss (:mod:`cider_mer.debias.poe`).
@@ -245,6 +245,7 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
         order = shuffled_batches(split.n, cfg.batch_size, rng.shuffle, device)
     n_batches = math.ceil(split.n / cfg.batch_size)
     sums: dict[str, torch.Tensor] = {}
+    group = cfg.grad_accumulation
     bar = tqdm(order, total=n_batches, desc=desc, disable=not progress, leave=False)
     for i, idx in enumerate(bar):
         inputs = split.inputs(idx)
@@ -255,7 +256,6 @@ def train_epoch(model: MerModel, optimizer: torch.optim.Optimizer, split: Device
         else:
             keep = sample_training_keep(inputs.text_mask, inputs.audio_mask, inputs.vision_mask, rng.masks,
                                         cfg.train_missing)
-        group = cfg.grad_accumulation
         logs = mssd_step(model, optimizer, inputs, split.labels.index_select(0, idx), keep, cfg, autocast_dtype,
                          starts_group=i % group == 0, ends_group=(i + 1) % group == 0 or i + 1 == n_batches)
         for k, v in logs.items():
