@@ -40,10 +40,11 @@ VALID_CF = {"cf_fill": "unk", "cf_other_modalities": "absent", "cf_centre": True
 PLAIN_HEAD = {"head": "linear", "counterfactual": False}
 
 
-def method_table(selection: str) -> dict[str, tuple[dict[str, Any], str]]:
-    """name -> (TrainConfig changes on the demo settings, description)."""
+def method_table(selection: str, bias_words: list[str] | None = None) -> dict[str, tuple[dict[str, Any], str]]:
+    """name -> (TrainConfig changes on the demo settings, description). With ``bias_words``, every method
+    that reads the bias vocabulary also comes as ``<name>+words``: the same with the given words as it."""
     sel = {"selection": selection}
-    return {
+    table = {
         "none": (dict(PLAIN_HEAD), "no debiasing: linear head, plain validation (the reference)"),
         "group_select": ({**PLAIN_HEAD, **sel}, f"no debiasing, {selection} validation"),
         "maci_paper": ({"head": "mcm", "counterfactual": True}, "the paper's MACI (MCM, [MASK] counterfactual), "
@@ -55,6 +56,19 @@ def method_table(selection: str) -> dict[str, tuple[dict[str, Any], str]]:
         "learned_mixin": ({**PLAIN_HEAD, "debias": "learned_mixin", **sel},
                           f"trained bias branch, learned-mixin; {selection} validation"),
     }
+    if bias_words:
+        shown = ", ".join(bias_words[:6]) + (", ..." if len(bias_words) > 6 else "")
+        table.update({f"{name}+words": ({**changes, "bias_words": list(bias_words)},
+                                         f"{desc}; bias vocabulary = the {len(bias_words)} given words ({shown})")
+                      for name, (changes, desc) in table.items() if name != "none"})
+    return table
+
+
+def planted_topic_words() -> list[str]:
+    """The topic words whose label correlation the synthetic generator plants (and the OOD test reverses)."""
+    from cider_mer.data.synth import TOPIC_WORDS_A, TOPIC_WORDS_B
+
+    return list(TOPIC_WORDS_A + TOPIC_WORDS_B)
 
 
 def csv_list(text: str, kind=str) -> list:
@@ -267,6 +281,9 @@ def main(argv=None) -> None:
     ap.add_argument("--train-seeds", default="0,1,2", help="training seeds (added to the base seed 1111)")
     ap.add_argument("--methods", default="none,group_select,maci_paper,maci_valid_cf,poe,learned_mixin")
     ap.add_argument("--selection", default="group_mean", help="criterion of the methods that use group selection")
+    ap.add_argument("--bias-words", default="",
+                    help="comma-separated words of a known confound, or 'planted' (the synthetic data's topic "
+                         "words); adds the methods '<name>+words' that use them as the bias vocabulary")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--rates", default="0,0.5,1", help="RMFM rates of the AUILC; '0' turns it off")
     ap.add_argument("--no-iid", action="store_true", help="skip the IID-cost runs (real MOSI)")
@@ -281,7 +298,8 @@ def main(argv=None) -> None:
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.split_seeds, args.train_seeds = csv_list(args.split_seeds, int), csv_list(args.train_seeds, int)
     args.methods, args.rates = csv_list(args.methods), csv_list(args.rates, float)
-    table = method_table(args.selection)
+    args.bias_words = planted_topic_words() if args.bias_words == "planted" else csv_list(args.bias_words)
+    table = method_table(args.selection, args.bias_words)
     unknown = sorted(set(args.methods) - set(table))
     if unknown or "none" not in args.methods:
         sys.exit(f"error: --methods must include 'none' and name only {sorted(table)}; unknown {unknown}")

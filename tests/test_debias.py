@@ -21,10 +21,10 @@ from cider_mer.debias.selection import combine_groups, select_value
 from cider_mer.errors import ConfigError
 from cider_mer.inference import Debiaser, predict
 from cider_mer.io_utils import read_json
-from cider_mer.maci.counterfactual import build_bias_vocabulary, counterfactual_ids
+from cider_mer.maci.counterfactual import build_bias_vocabulary, counterfactual_ids, given_bias_vocabulary, word_piece_ids
 from cider_mer.maci.tau import debias
 from cider_mer.runs import MACI_FILE, load_run
-from cider_mer.text.encoder import CLS_ID, MASK_ID, SEP_ID, UNK_ID
+from cider_mer.text.encoder import CLS_ID, MASK_ID, SEP_ID, UNK_ID, load_tokenizer
 from cider_mer.training.trainer import train
 
 from conftest import make_dataset_dict
@@ -77,6 +77,23 @@ def test_bias_model_groups_follow_the_planted_word():
     np.testing.assert_array_equal(again.coef, model.coef)
     with pytest.raises(ValueError, match="training split"):
         fit_bias_model(valid, vocab.token_ids, "binary")
+
+
+def test_given_bias_words_become_their_word_pieces_with_training_statistics():
+    tok = load_tokenizer()
+    assert word_piece_ids(["soundtrack", "soundtrack music"], tok).tolist() == tok.convert_tokens_to_ids(
+        ["soundtrack", "music"])  # each piece once, in order of first appearance
+    assert len(word_piece_ids(["mediocre"], tok)) == 3  # a word split into pieces keeps them all
+    with pytest.raises(ValueError, match="has no word-piece"):
+        word_piece_ids(["\U0001F9EA"], tok)  # only [UNK]
+    data, _ = planted_dataset()
+    auto = build_bias_vocabulary(data["train"], "binary")
+    given = given_bias_vocabulary(data["train"], "binary", np.array([FILLER[0], 29000, POS_WORD]))
+    assert given.token_ids.tolist() == [FILLER[0], POS_WORD, 29000]  # most frequent first; unseen last
+    row = {int(t): i for i, t in enumerate(auto.token_ids)}[POS_WORD]
+    np.testing.assert_array_equal(given.class_counts[1], auto.class_counts[row])
+    assert given.class_counts[2].sum() == 0 and given.class_counts[0].sum() == data["train"].n  # filler in every text
+    assert given.cv[0] < 0.1 < given.cv[1]  # the statistics are recorded, not used to filter
 
 
 def test_bag_of_bias_words_counts_real_positions_only():
@@ -303,6 +320,27 @@ def test_group_selection_needs_the_bias_model_in_maci_json(env, one_torch_thread
         load_run(out, device="cpu")
 
 
+def test_run_with_given_bias_words_uses_only_their_pieces(env, one_torch_thread, tmp_path):
+    import shutil
+
+    bert = shutil.copytree(env["bert"], tmp_path / "bert")
+    load_tokenizer().save_pretrained(bert)  # the run's tokenizer lives with its (tiny) encoder
+    words = load_tokenizer().convert_ids_to_tokens([POS_WORD, NEG_WORD])
+    data = load_dataset(env["data"])
+    cfg = cfg_for(env, text_encoder=str(bert), selection="group_mean", selection_min_group=5, epochs=1,
+                  debias="poe", head="linear", counterfactual=False, bias_words=words)
+    train(cfg, data, tmp_path / "given", progress=False)
+    run = load_run(tmp_path / "given", device="cpu")
+    assert sorted(run.bias_vocab.token_ids.tolist()) == [POS_WORD, NEG_WORD]
+    assert bias_branch_of(run.model).vocab_ids.tolist() == run.bias_vocab.token_ids.tolist()
+    valid = data["valid"]
+    np.testing.assert_array_equal(run.bias_model.predict(valid.text_ids, valid.text_mask) == valid.labels("binary"),
+                                  planted_dataset()[1]["valid"])
+    with pytest.raises(ConfigError, match="bias_words: bias word"):
+        train(cfg.with_overrides(bias_words=["\U0001F9EA"]), data, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
 def test_config_rejects_bad_debias_settings():
     with pytest.raises(ConfigError, match="debias"):
         TrainConfig(debias="rubi")
@@ -312,6 +350,10 @@ def test_config_rejects_bad_debias_settings():
         TrainConfig(cf_fill="pad")
     with pytest.raises(ConfigError, match="regression"):
         TrainConfig(task="regression", head="linear", counterfactual=False, debias="poe")
+    with pytest.raises(ConfigError, match="bias_words"):
+        TrainConfig(bias_words=[])
+    with pytest.raises(ConfigError, match="bias_words must be a list of strings"):
+        TrainConfig(bias_words="plot")
     assert not TrainConfig(counterfactual=False).needs_bias_vocabulary
     assert TrainConfig(counterfactual=False, selection="group_mean").needs_bias_vocabulary
 
@@ -413,3 +455,7 @@ def test_benchmark_pairs_runs_and_gives_a_t_interval():
     assert row["pairs"] == 2 and row["delta_non0_acc2"]["mean"] == pytest.approx(2.0)
     assert row["delta_iid_non0_acc2"]["mean"] == pytest.approx(-2.0)
     assert set(bench.method_table("group_mean")) >= {"none", "poe", "maci_valid_cf", "maci_paper", "group_select"}
+    given = bench.method_table("group_mean", ["plot", "music"])
+    assert given["poe+words"][0] == {**given["poe"][0], "bias_words": ["plot", "music"]}
+    assert "none+words" not in given and "plot, music" in given["maci_paper+words"][1]
+    assert set(bench.planted_topic_words()) >= {"soundtrack", "villain"}

@@ -81,6 +81,9 @@ class TrainConfig:
     counterfactual: bool = True
     cf_vocab_size: int = 100
     cf_cv_threshold: float = 0.1
+    # The bias vocabulary given as the words of a known confound (e.g. topic words) instead of the SPEC's
+    # statistical rule above; their word-pieces serve the counterfactual, the bias branch and group selection.
+    bias_words: Optional[list[str]] = None
     # A valid counterfactual (each off by default = the paper): bias words kept, other tokens [UNK] instead of
     # [MASK]; audio/vision missing (zeroed) in the counterfactual pass; its log-probs centred by their mean
     # over the training inputs.
@@ -151,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= {first} for model '{self.model}' (its first {first - 1} epochs "
                               f"are a pre-training stage that is never selected), got {self.epochs}; raise epochs "
                               "or shorten the model's pre-training stage")
+        if self.bias_words is not None and (not self.bias_words or any(not w.strip() for w in self.bias_words)):
+            raise ConfigError(f"bias_words must be null or a non-empty list of non-blank words, got {self.bias_words}")
         if is_regression(self.task) and (self.head == "mcm" or self.counterfactual):
             raise ConfigError(f"MACI needs classes: with task '{self.task}' use head 'linear' and counterfactual "
                               "false (--no-maci)")

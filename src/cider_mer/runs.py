@@ -42,14 +42,15 @@ from cider_mer.debias.poe import BiasBranch, attach_bias_branch, bias_branch_of,
 from cider_mer.errors import CiderError, ConfigError
 from cider_mer.inference import Debiaser, Predictions
 from cider_mer.io_utils import atomic_write_json, ensure_writable_dir, json_normal, read_json, run_record
-from cider_mer.maci.counterfactual import BiasVocabulary, build_bias_vocabulary
+from cider_mer.maci.counterfactual import (BiasVocabulary, build_bias_vocabulary, given_bias_vocabulary,
+                                          word_piece_ids)
 from cider_mer.maci.mcm import MCMHead
 from cider_mer.maci.statistics import cached_statistics
 from cider_mer.models.interface import DataShapes, KeepMasks, MerModel
 from cider_mer.models.registry import build_model, get_spec
 from cider_mer.predict import PredictionTable, WhatIf, predict_inputs
 from cider_mer.text.cache import cache_dir_for, cached_text_features, dataset_key, encoder_fingerprint
-from cider_mer.text.encoder import TextEncoder
+from cider_mer.text.encoder import TextEncoder, load_tokenizer
 from cider_mer.validation import SettingError
 
 CONFIG_FILE, MODEL_FILE, RESUME_FILE, LOG_FILE, MACI_FILE, TEXT_LOG_FILE = (
@@ -189,7 +190,13 @@ class Run:
                                              encoder, device=device, batch_size=cfg.eval_batch_size))
             model.head.set_statistics(torch.as_tensor(stats.priors), torch.as_tensor(stats.class_means))
         vocab, bias_model = None, None
-        if cfg.needs_bias_vocabulary:
+        if cfg.needs_bias_vocabulary and cfg.bias_words is not None:
+            try:
+                pieces = word_piece_ids(cfg.bias_words, load_tokenizer(cfg.text_encoder))
+            except ValueError as exc:
+                raise ConfigError(f"bias_words: {exc}") from None
+            vocab = given_bias_vocabulary(train, cfg.task, pieces)
+        elif cfg.needs_bias_vocabulary:
             vocab = build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
         if cfg.selection != "plain":
             bias_model = fit_bias_model(train, vocab.token_ids, cfg.task, seed=cfg.seed)

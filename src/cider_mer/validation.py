@@ -125,6 +125,8 @@ def describe_type(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         words = [describe_type(a) for a in args if a is not type(None)]
         return " or ".join(words + (["null"] if type(None) in args else []))
+    if typing.get_origin(hint) is list:
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(args[0], str(args[0]))
     if typing.get_origin(hint) is typing.Literal:
         return "one of " + ", ".join(show_value(a) for a in args)
     return getattr(hint, "__name__", str(hint))

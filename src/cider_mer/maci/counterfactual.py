@@ -13,6 +13,10 @@ Counterfactual text: special tokens and biased word-pieces stay, every other rea
 ``[MASK]`` (the paper) or, with ``fill="unk"``, ``[UNK]`` (what training missingness uses, so the
 counterfactual is an input the model has seen); padding, attention mask and segment ids are
 unchanged. Applied to the *incomplete* text, missing tokens stay ``[UNK]``.
+
+Given bias words: where the confound is known (``TrainConfig.bias_words``, e.g. topic words), the
+vocabulary is their word-pieces instead of the statistical rule above, which also keeps genuine
+sentiment words (a frequency ratio of 1.22 between classes already passes CV >= 0.1).
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ class BiasVocabulary:
                    d["task"])
 
 
-def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshold: float = 0.1) -> BiasVocabulary:
-    """Biased word-pieces of the training split (see the module docstring)."""
+def _class_statistics(train: Split, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Per word-piece id of the training text: (V, C) counts, (V, C) relative frequencies, (V,) CV,
+    and whether the CV has at least two classes to compare."""
     if train.name != "train":
         raise ValueError(f"the counterfactual vocabulary comes from the training split only, got '{train.name}'")
     c = train.num_classes(task)
@@ -67,10 +72,43 @@ def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshol
     f = freq[:, cv_classes]
     mean = f.mean(axis=1)
     cv = np.where(mean > 0, f.std(axis=1) / np.where(mean > 0, mean, 1.0), 0.0)
+    return counts, freq, cv, len(cv_classes) >= 2
+
+
+def build_bias_vocabulary(train: Split, task: str, top_k: int = 100, cv_threshold: float = 0.1) -> BiasVocabulary:
+    """Biased word-pieces of the training split (see the module docstring)."""
+    counts, freq, cv, comparable = _class_statistics(train, task)
     total = counts.sum(axis=1)
-    candidates = np.flatnonzero((total > 0) & (cv >= cv_threshold) & (len(cv_classes) >= 2))
+    candidates = np.flatnonzero((total > 0) & (cv >= cv_threshold) & comparable)
     order = candidates[np.lexsort((candidates, -total[candidates]))][:top_k]
     return BiasVocabulary(order.astype(np.int64), counts[order], freq[order], cv[order], task)
+
+
+def word_piece_ids(words: list[str], tokenizer) -> np.ndarray:
+    """(K,) unique word-piece ids of ``words`` (specials excluded), in order of first appearance.
+
+    Raises ``ValueError`` naming a word that has no word-piece but ``[UNK]``."""
+    ids: list[int] = []
+    for word in words:
+        pieces = [i for i in tokenizer(word, add_special_tokens=False)["input_ids"] if i not in SPECIAL_IDS]
+        if not pieces:
+            raise ValueError(f"bias word '{word}' has no word-piece in the text encoder's vocabulary (only [UNK])")
+        ids += [i for i in pieces if i not in ids]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def given_bias_vocabulary(train: Split, task: str, piece_ids: np.ndarray) -> BiasVocabulary:
+    """The bias vocabulary of given word-pieces (a known confound), with their training-split statistics;
+    most frequent first (ties: lower id first), pieces absent from the training text included."""
+    counts, freq, cv, _ = _class_statistics(train, task)
+    piece_ids = np.asarray(piece_ids, dtype=np.int64)
+    seen = piece_ids < counts.shape[0]
+    c = counts.shape[1]
+    k_counts = np.zeros((piece_ids.size, c), dtype=np.int64)
+    k_freq, k_cv = np.zeros((piece_ids.size, c)), np.zeros(piece_ids.size)
+    k_counts[seen], k_freq[seen], k_cv[seen] = counts[piece_ids[seen]], freq[piece_ids[seen]], cv[piece_ids[seen]]
+    order = np.lexsort((piece_ids, -k_counts.sum(axis=1)))
+    return BiasVocabulary(piece_ids[order], k_counts[order], k_freq[order], k_cv[order], task)
 
 
 def counterfactual_ids(text_ids: torch.Tensor, text_mask: torch.Tensor, vocab_ids: torch.Tensor,
