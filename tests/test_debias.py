@@ -412,7 +412,7 @@ def test_prior_shift_flag_on_the_cli(tmp_path):
 
 
 def test_debias_variants_apply_their_settings():
-    base = TrainConfig()
+    base = TrainConfig(bias_words=["plot", "music"])  # a base config's given bias words reach every variant
     expected = {
         "maci_unk": {"cf_fill": "unk"},
         "maci_valid_cf": {"cf_fill": "unk", "cf_other_modalities": "absent", "cf_centre": True},
