@@ -291,6 +291,8 @@ def main(argv=None) -> None:
     ap.add_argument("--synth-scale", type=float, default=1.0, help="size factor of the synthetic files")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results", type=Path, default=None, help="Markdown file to update (e.g. docs/results.md)")
+    ap.add_argument("--results-tag", default=None,
+                    help="name of the marked section in --results (default: debias, or debias-synthetic)")
     ap.add_argument("--table-only", action="store_true",
                     help="train nothing: the tables from the runs already measured in --out")
     ap.add_argument("--note", default="", help="a line shown above the table (e.g. 'Smoke run: ...')")
@@ -340,7 +342,8 @@ def main(argv=None) -> None:
         "shifts": {f"{k}/{s}": v for (k, s), v in prepared["shifts"].items()}, "argv": args.argv})
     print(section)
     if args.results:
-        update_marked_section(args.results, "debias-synthetic" if args.synthetic else "debias", section)
+        tag = args.results_tag or ("debias-synthetic" if args.synthetic else "debias")
+        update_marked_section(args.results, tag, section)
 
 
 if __name__ == "__main__":
