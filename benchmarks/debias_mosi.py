@@ -16,7 +16,10 @@ resumable (a finished run, or its metrics, is skipped on a re-run):
 4. per split kind, the paired difference method - ``none`` on the same (split seed, training
    seed): mean and 95 % t-interval; plus the IID-test cost. Markdown between
    ``<!-- debias:begin -->`` / ``<!-- debias:end -->`` of ``--results`` (``debias-synthetic`` with
-   ``--synthetic``) and ``OUT/debias_results.json``.
+   ``--synthetic``, or ``--results-tag``) and ``OUT/debias_results.json``.
+
+``--bias-words`` (a comma list, or ``planted``: the synthetic generator's topic words) adds the
+methods ``<name>+words``, the same methods with those words as the bias vocabulary.
 
     python benchmarks/debias_mosi.py --out runs/bench_debias --results docs/results.md
     python benchmarks/debias_mosi.py --split-seeds 0 --split-kinds stratified --train-seeds 0 \\
