@@ -35,7 +35,7 @@ import torch
 from cider_mer.batches import DeviceSplit
 from cider_mer.checkpoint import load_model, save_model
 from cider_mer.config import TrainConfig
-from cider_mer.data.dataset import MerDataset, check_vocabulary
+from cider_mer.data.dataset import MerDataset, Split, check_vocabulary
 from cider_mer.data.labels import CLASS_NAMES, SELECTION_METRIC
 from cider_mer.debias.bias_model import BiasOnlyModel, fit_bias_model
 from cider_mer.debias.poe import BiasBranch, attach_bias_branch, bias_branch_of, training_log_prior
@@ -148,6 +148,18 @@ def check_encoder_vocabulary(data: MerDataset, encoder: TextEncoder, splits: Opt
                      max_positions=getattr(config, "max_position_embeddings", None), splits=splits)
 
 
+def bias_vocabulary_for(cfg: TrainConfig, train: Split) -> BiasVocabulary:
+    """The run's bias vocabulary from the training split: the word-pieces of ``cfg.bias_words`` when
+    given (a known confound), else MACI's statistical rule."""
+    if cfg.bias_words is None:
+        return build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
+    try:
+        pieces = word_piece_ids(cfg.bias_words, load_tokenizer(cfg.text_encoder))
+    except ValueError as exc:
+        raise ConfigError(f"bias_words: {exc}") from None
+    return given_bias_vocabulary(train, cfg.task, pieces)
+
+
 @dataclass
 class Run:
     """A run: settings, data shapes, model (on ``device``), text encoder and the debiasing state: the
@@ -180,8 +192,10 @@ class Run:
         encoder = configure_encoder(encoder, cfg) if encoder is not None else load_encoder(cfg)
         check_encoder_vocabulary(data, encoder, splits=("train", "valid"))
         shapes = shapes_for(data, encoder.dim, cfg.task)
-        model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
         train = data["train"]
+        # Before the model and its statistics: a bias word the tokenizer does not know fails fast.
+        vocab = bias_vocabulary_for(cfg, train) if cfg.needs_bias_vocabulary else None
+        model = build_model(cfg.model, shapes, cfg.model_config, text_encoder=encoder, maci=cfg.head == "mcm")
         if isinstance(model.head, MCMHead):
             # Class-mean text features come from the frozen PRE-TRAINED encoder (weights not yet tuned).
             stats = cached_statistics(
@@ -189,15 +203,7 @@ class Run:
                 lambda: cached_text_features(data.path, "train", train.text_ids, train.text_mask, train.text_segment,
                                              encoder, device=device, batch_size=cfg.eval_batch_size))
             model.head.set_statistics(torch.as_tensor(stats.priors), torch.as_tensor(stats.class_means))
-        vocab, bias_model = None, None
-        if cfg.needs_bias_vocabulary and cfg.bias_words is not None:
-            try:
-                pieces = word_piece_ids(cfg.bias_words, load_tokenizer(cfg.text_encoder))
-            except ValueError as exc:
-                raise ConfigError(f"bias_words: {exc}") from None
-            vocab = given_bias_vocabulary(train, cfg.task, pieces)
-        elif cfg.needs_bias_vocabulary:
-            vocab = build_bias_vocabulary(train, cfg.task, top_k=cfg.cf_vocab_size, cv_threshold=cfg.cf_cv_threshold)
+        bias_model = None
         if cfg.selection != "plain":
             bias_model = fit_bias_model(train, vocab.token_ids, cfg.task, seed=cfg.seed)
         if cfg.debias != "none":
