@@ -1,18 +1,14 @@
 """The speed benchmark runs on a CPU at tiny size (what CI can check; the figures come from GPUs)."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+from helpers import benchmark_module
 
 
 def test_train_speed_tiny_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CIDER_CACHE_DIR", str(tmp_path / "cache"))
-    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_module("train_speed")
     out = tmp_path / "speed.json"
     summary = module.main(["--tiny", "--epochs", "2", "--device", "cpu", "--exact", "--out", str(out)])
     stored = json.loads(out.read_text())

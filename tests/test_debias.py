@@ -28,7 +28,7 @@ from cider_mer.text.encoder import CLS_ID, MASK_ID, SEP_ID, UNK_ID, load_tokeniz
 from cider_mer.training.trainer import train
 
 from conftest import make_dataset_dict
-from helpers import tiny_bert_dir
+from helpers import benchmark_module, tiny_bert_dir
 
 POS_WORD, NEG_WORD, FILLER = 5500, 5600, (1500, 1501, 1502, 1503, 1504)
 
@@ -434,13 +434,7 @@ def test_debias_variants_apply_their_settings():
 
 
 def test_benchmark_pairs_runs_and_gives_a_t_interval():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "debias_mosi.py"
-    spec = importlib.util.spec_from_file_location("debias_mosi", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_module("debias_mosi")
     p = bench.paired([1.0, 2.0, 3.0])
     assert p["n"] == 3 and p["mean"] == pytest.approx(2.0)
     assert p["hi"] - p["mean"] == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t_{0.975, 2} sd/sqrt(n)
@@ -459,3 +453,24 @@ def test_benchmark_pairs_runs_and_gives_a_t_interval():
     assert given["poe+words"][0] == {**given["poe"][0], "bias_words": ["plot", "music"]}
     assert "none+words" not in given and "plot, music" in given["maci_paper+words"][1]
     assert set(bench.planted_topic_words()) >= {"soundtrack", "villain"}
+
+
+def test_bias_diagnostic_sees_the_planted_shortcut_reverse_on_the_ood_test(tmp_path):
+    from cider_mer.data.synth import write_synthetic
+
+    diag = benchmark_module("bias_diagnostic")
+    tokenizer = load_tokenizer(None)
+    path = tmp_path / "synth_ood.pkl"
+    write_synthetic(path, seed=0, scale=0.3, ood=True, tokenizer=tokenizer)
+    planted = benchmark_module("debias_mosi").planted_topic_words()
+    stat = build_bias_vocabulary(load_dataset(path)["train"], "binary").token_ids
+    fake_lexicon = stat[:5]  # stands in for VADER's lexicon: these pieces must leave the vocabulary
+    rows = diag.diagnose({("synthetic", 0): path}, tokenizer, planted, fake_lexicon, lambda _: None)
+    row = rows[("synthetic", 0)]
+    given = row["given"]
+    assert given["k"] == len(word_piece_ids(planted, tokenizer))
+    assert given["valid"] > 60.0 and given["test"] < 40.0  # the shortcut holds on valid and reverses on test
+    vocabs = diag.vocabularies(load_dataset(path)["train"], tokenizer, [], fake_lexicon)
+    assert set(vocabs) == {"statistical", "statistical-lexicon"}
+    assert not np.isin(vocabs["statistical-lexicon"], fake_lexicon).any()
+    assert list(vocabs["statistical-lexicon"][:10]) == [i for i in stat if i not in fake_lexicon][:10]

@@ -3,28 +3,16 @@ the stored evaluations' rate-0 values, and a re-run reuses every finished run.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from cider_mer.evaluation.results import EvalResults
-from helpers import tiny_data_file
-
-
-def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_zoo.py"
-    spec = importlib.util.spec_from_file_location("model_zoo", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+from helpers import benchmark_module, tiny_data_file
 
 
 def test_zoo_table_resume_and_results_section(tmp_path, capsys):
-    zoo = _script()
+    zoo = benchmark_module("model_zoo")
     data = tiny_data_file(tmp_path, "tiny.pkl", sizes=(40, 16, 20))
     results = tmp_path / "results.md"
     results.write_text("# Results\n")
