@@ -88,13 +88,13 @@ def word_piece_ids(words: list[str], tokenizer) -> np.ndarray:
     """(K,) unique word-piece ids of ``words`` (specials excluded), in order of first appearance.
 
     Raises ``ValueError`` naming a word that has no word-piece but ``[UNK]``."""
-    ids: list[int] = []
+    ids: dict[int, None] = {}  # insertion-ordered set
     for word in words:
         pieces = [i for i in tokenizer(word, add_special_tokens=False)["input_ids"] if i not in SPECIAL_IDS]
         if not pieces:
             raise ValueError(f"bias word '{word}' has no word-piece in the text encoder's vocabulary (only [UNK])")
-        ids += [i for i in pieces if i not in ids]
-    return np.asarray(ids, dtype=np.int64)
+        ids.update(dict.fromkeys(pieces))
+    return np.asarray(list(ids), dtype=np.int64)
 
 
 def given_bias_vocabulary(train: Split, task: str, piece_ids: np.ndarray) -> BiasVocabulary:
