@@ -25,7 +25,6 @@ evidence that still holds, and removing it costs accuracy.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -36,14 +35,7 @@ import numpy as np
 from cider_mer.io_utils import atomic_write_json, update_marked_section
 
 MOSI_KINDS = ("stratified", "prior_shift")
-
-
-def _debias_benchmark():
-    """The sibling ``debias_mosi.py`` (its data preparation and the planted words)."""
-    spec = importlib.util.spec_from_file_location("debias_mosi", Path(__file__).with_name("debias_mosi.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TOP_K = 100  # MACI's vocabulary size (TrainConfig.cf_vocab_size)
 
 
 def lexicon_piece_ids(tokenizer) -> np.ndarray:
@@ -60,12 +52,12 @@ def vocabularies(train, tokenizer, bias_words: list[str], lexicon_ids: np.ndarra
     """name -> (K,) word-piece ids of each bias vocabulary, from the training split."""
     from cider_mer.maci.counterfactual import build_bias_vocabulary, word_piece_ids
 
-    vocabs = {"statistical": build_bias_vocabulary(train, "binary").token_ids}
+    ranked = build_bias_vocabulary(train, "binary", top_k=10**9).token_ids  # every biased piece, by frequency
+    vocabs = {"statistical": ranked[:TOP_K]}
     if bias_words:
         vocabs["given"] = word_piece_ids(bias_words, tokenizer)
     if lexicon_ids is not None:
-        ranked = build_bias_vocabulary(train, "binary", top_k=10**9).token_ids  # every biased piece, by frequency
-        vocabs["statistical-lexicon"] = ranked[~np.isin(ranked, lexicon_ids)][:100]
+        vocabs["statistical-lexicon"] = ranked[~np.isin(ranked, lexicon_ids)][:TOP_K]
     return vocabs
 
 
@@ -139,7 +131,8 @@ def main(argv=None) -> None:
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.mosi_dir is None and args.synth_dir is None:
         sys.exit("error: give --mosi-dir and/or --synth-dir")
-    bench = _debias_benchmark()
+    sys.path.insert(0, str(Path(__file__).parent))
+    import debias_mosi as bench  # the sibling benchmark: its data preparation and the planted words
     seeds = bench.csv_list(args.split_seeds, int)
     bias_words = bench.planted_topic_words() if args.bias_words == "planted" else bench.csv_list(args.bias_words)
 
